@@ -1,0 +1,36 @@
+# Every target bootstraps .venv itself: a fresh clone needs only python3 and make.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PLUGIN_DIRS := $(wildcard plugins/*/pyproject.toml) $(wildcard tests/plugins/*/pyproject.toml)
+
+.PHONY: venv test demo bench lint docs clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml $(PLUGIN_DIRS)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,lint]' $(foreach p,$(PLUGIN_DIRS),-e $(dir $(p)))
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest -q
+
+demo: venv
+	$(PY) -m atasker demo
+
+bench: venv
+	$(PY) bench/bench_threads.py
+
+lint: venv
+	$(PY) -m ruff check atasker tests bench plugins
+	$(PY) -m ruff format --check atasker tests bench plugins
+
+docs: venv
+	$(PY) -m pip install --quiet -e '.[docs]'
+	$(PY) -m sphinx -W -b html docs docs/_build/html
+
+clean:
+	rm -rf $(VENV) docs/_build build *.egg-info .pytest_cache

@@ -1,0 +1,90 @@
+"""atasker: background tasks in threads, processes and event loops, under
+one supervisor with priorities, per-priority reserves and plugins.
+
+::
+
+    from atasker import background_task, task_supervisor
+
+    @background_task
+    def mytask():
+        print('I am working in the background!')
+
+    task_id = mytask()
+    task_supervisor.get_task_info(task_id)
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .decorators import TT_COROUTINE, TT_MP, TT_THREAD, background_task, wait_completed
+from .errors import (
+    AtaskerError,
+    InvalidPriorityError,
+    PluginConflictError,
+    PluginLoadError,
+    SupervisorStoppedError,
+    UnknownTaskTypeError,
+    WorkerDiedError,
+)
+from .hookspecs import hookimpl, hookspec
+from .supervisor import TaskSupervisor
+from .task import (
+    TASK_CRITICAL,
+    TASK_HIGH,
+    TASK_LOW,
+    TASK_NORMAL,
+    TASK_STATUS_CANCELED,
+    TASK_STATUS_QUEUED,
+    TASK_STATUS_STARTED,
+    Task,
+    TaskInfo,
+)
+from .types import (
+    Executor,
+    Pool,
+    QueuePolicy,
+    QueuePolicyType,
+    StatusStore,
+    StatusStoreType,
+    TaskType,
+)
+
+#: The default supervisor; it starts itself on first use.
+task_supervisor = TaskSupervisor()
+
+__all__ = [
+    "TASK_CRITICAL",
+    "TASK_HIGH",
+    "TASK_LOW",
+    "TASK_NORMAL",
+    "TASK_STATUS_CANCELED",
+    "TASK_STATUS_QUEUED",
+    "TASK_STATUS_STARTED",
+    "TT_COROUTINE",
+    "TT_MP",
+    "TT_THREAD",
+    "AtaskerError",
+    "Executor",
+    "InvalidPriorityError",
+    "PluginConflictError",
+    "PluginLoadError",
+    "Pool",
+    "QueuePolicy",
+    "QueuePolicyType",
+    "StatusStore",
+    "StatusStoreType",
+    "SupervisorStoppedError",
+    "Task",
+    "TaskInfo",
+    "TaskSupervisor",
+    "TaskType",
+    "UnknownTaskTypeError",
+    "WorkerDiedError",
+    "__version__",
+    "background_task",
+    "hookimpl",
+    "hookspec",
+    "task_supervisor",
+    "wait_completed",
+]

@@ -1,0 +1,122 @@
+"""``background_task`` and ``wait_completed``: the seed's user API."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, overload
+
+from .supervisor import TaskSupervisor
+from .task import TASK_NORMAL, Task, validate_priority
+
+__all__ = ["TT_COROUTINE", "TT_MP", "TT_THREAD", "background_task", "wait_completed"]
+
+#: Built-in task type names.
+TT_THREAD = "thread"
+TT_MP = "mp"
+TT_COROUTINE = "coroutine"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _default_supervisor() -> TaskSupervisor:
+    from . import task_supervisor
+
+    return task_supervisor
+
+
+@overload
+def background_task(f: Callable[..., Any], **options: Any) -> Callable[..., Task]: ...
+@overload
+def background_task(
+    f: None = None, **options: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Task]]: ...
+
+
+def background_task(
+    f: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    priority: int = TASK_NORMAL,
+    delay: float | None = None,
+    tt: str | None = None,
+    callback: Callable[[Any], Any] | None = None,
+    supervisor: TaskSupervisor | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """Make *f* a background task: calling it queues a task and returns at once.
+
+    Use it as ``@background_task``, ``@background_task(priority=TASK_HIGH)``
+    or ``background_task(f, name=..., priority=...)(*args, **kwargs)``.  The
+    call returns a :class:`~atasker.Task` handle -- the seed's task id and a
+    :class:`concurrent.futures.Future` in one.
+
+    :param f: the task function (``async def`` functions default to
+        ``tt=TT_COROUTINE``).
+    :param name: task name for info and logs (default: the function's name).
+    :param priority: ``TASK_LOW``, ``TASK_NORMAL`` (default), ``TASK_HIGH``,
+        ``TASK_CRITICAL`` or any int >= 0; lower is more urgent.
+    :param delay: seconds to wait before the task joins its queue.
+    :param tt: task type: ``TT_THREAD`` (default), ``TT_MP``, ``TT_COROUTINE``
+        or any plugin's name.
+    :param callback: ``callback(result)``, called after the task succeeded.
+    :param supervisor: the supervisor to use (default ``task_supervisor``).
+    :param timeout: run timeout in seconds, where the task type supports it.
+    :raises TypeError: *f* is not callable.
+    :raises InvalidPriorityError: *priority* is invalid.
+    """
+    priority = validate_priority(priority)
+    if f is None:
+        return functools.partial(
+            background_task,
+            name=name,
+            priority=priority,
+            delay=delay,
+            tt=tt,
+            callback=callback,
+            supervisor=supervisor,
+            timeout=timeout,
+        )
+    if not callable(f):
+        raise TypeError(f"background_task needs a callable, got {type(f).__name__}: {f!r}")
+    if tt is None:
+        tt = TT_COROUTINE if inspect.iscoroutinefunction(f) else TT_THREAD
+    task_name = name if name is not None else getattr(f, "__qualname__", None) or repr(f)
+    task_tt: str = tt
+
+    @functools.wraps(f)
+    def start_task(*args: Any, **kwargs: Any) -> Task:
+        return (supervisor or _default_supervisor()).submit(
+            f,
+            args,
+            kwargs,
+            tt=task_tt,
+            priority=priority,
+            name=task_name,
+            delay=delay,
+            callback=callback,
+            timeout=timeout,
+        )
+
+    start_task.background_task = True  # type: ignore[attr-defined]
+    return start_task
+
+
+def wait_completed(tasks: Task | Iterable[Task], timeout: float | None = None) -> Any:
+    """Wait for tasks and return their results.
+
+    :param tasks: one task handle, or an iterable of them.
+    :param timeout: seconds to wait in all; ``None`` waits forever.
+    :returns: the result for one task, a list of results for several.
+    :raises TimeoutError: not every task completed in time.
+    :raises Exception: the first failed task's exception.
+    """
+    if isinstance(tasks, concurrent.futures.Future):
+        return tasks.result(timeout)
+    tasks = list(tasks)
+    _, not_done = concurrent.futures.wait(tasks, timeout)
+    if not_done:
+        raise TimeoutError(f"{len(not_done)} of {len(tasks)} task(s) did not complete in {timeout} s")
+    return [task.result() for task in tasks]

@@ -1,0 +1,215 @@
+"""Typed records and protocols of the three extension points.
+
+Hooks hand these records out once, when a supervisor is configured; the
+dispatcher then calls the objects they create directly (no hook call on the
+hot path).
+
+* :class:`TaskType` -> an :class:`Executor` per supervisor (task types),
+* :class:`QueuePolicyType` -> a :class:`QueuePolicy` per pool,
+* :class:`StatusStoreType` -> one :class:`StatusStore` per supervisor.
+
+:class:`Pool` is the per-task-type state a policy decides on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, Task
+
+if TYPE_CHECKING:
+    from .supervisor import TaskSupervisor
+
+__all__ = [
+    "Executor",
+    "Pool",
+    "QueuePolicy",
+    "QueuePolicyType",
+    "StatusStore",
+    "StatusStoreType",
+    "TaskType",
+]
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs the tasks of one task type for one supervisor.
+
+    The supervisor calls :meth:`start` once it has admitted a task (the pool
+    had room for its priority); the executor runs ``task.func(*task.args,
+    **task.kwargs)`` somewhere and reports the outcome with
+    :meth:`TaskSupervisor.task_done` exactly once, from any thread.
+    """
+
+    def validate(self, task: Task) -> None:
+        """Check a task at submission (in the submitting thread); raise on bad input."""
+
+    def start(self, task: Task) -> None:
+        """Begin running *task*; must not block.  Called without supervisor locks."""
+
+    def cancel(self, task: Task) -> bool:
+        """Stop a running task if this executor can; return ``True`` if it will end cancelled."""
+
+    def capacity(self) -> int | None:
+        """How many tasks can run at once, or ``None`` if the executor grows on demand."""
+
+    def resize(self, pool: Pool) -> None:
+        """React to a pool size change (e.g. start more worker processes)."""
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Release workers; with *wait*, return only when they have exited."""
+
+
+@runtime_checkable
+class QueuePolicy(Protocol):
+    """Holds the waiting tasks of one pool and decides which starts next.
+
+    All methods are called with the supervisor's lock held, from whichever
+    thread submits, finishes or resizes: they must be fast and never block.
+    """
+
+    def push(self, task: Task) -> None:
+        """Add a task that is ready to start."""
+
+    def remove(self, task: Task) -> bool:
+        """Drop a waiting task (it was cancelled); ``False`` if it is not here."""
+
+    def pop_next(self, pool: Pool) -> Task | None:
+        """Remove and return the task to start now, or ``None`` if none may start.
+
+        Use :meth:`Pool.may_start` for the reserve rules.
+        """
+
+    def waiting(self) -> dict[int, int]:
+        """Count of waiting tasks per priority."""
+
+    def __len__(self) -> int:
+        """Number of waiting tasks."""
+
+
+@runtime_checkable
+class StatusStore(Protocol):
+    """Keeps task records; ``get`` backs :meth:`TaskSupervisor.get_task_info`.
+
+    The ``task_*`` methods are called on the hot path, outside the
+    supervisor's lock, from the submitting or finishing thread: keep them
+    cheap (a store that writes to disk should batch in its own thread).
+    """
+
+    def task_queued(self, task: Task) -> None:
+        """A task was accepted (status 0)."""
+
+    def task_started(self, task: Task) -> None:
+        """A task started running (status 1)."""
+
+    def task_finished(self, task: Task) -> None:
+        """A task completed, failed or was cancelled (see ``task`` for which)."""
+
+    def get(self, task_id: int) -> Task | None:
+        """The live record of a queued or running task, else ``None``."""
+
+    def close(self) -> None:
+        """Flush and release resources (the supervisor is stopping)."""
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """A task type a plugin provides: ``background_task(f, tt=name)``.
+
+    :param name: the ``tt`` users pass (``"thread"``, ``"mp"``, ...).
+    :param executor_factory: ``factory(supervisor, pool) -> Executor``,
+        called once per supervisor on first use of the task type.
+    :param pool_size: default pool size (``0`` is unlimited); a callable is
+        called at configuration time.
+    :param reserve_normal: default extra slots for NORMAL and above.
+    :param reserve_high: default extra slots for HIGH and above.
+    :param doc: one line for ``atasker plugins``.
+    """
+
+    name: str
+    executor_factory: Callable[[TaskSupervisor, Pool], Executor]
+    pool_size: int | Callable[[], int] = 0
+    reserve_normal: int = 5
+    reserve_high: int = 5
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class QueuePolicyType:
+    """A queue policy a plugin provides, selected by *name*.
+
+    :param factory: ``factory(pool) -> QueuePolicy``, one per pool.
+    """
+
+    name: str
+    factory: Callable[[Pool], QueuePolicy]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class StatusStoreType:
+    """A status store a plugin provides, selected by URL *scheme*.
+
+    :param factory: ``factory(url, supervisor) -> StatusStore``.
+    """
+
+    scheme: str
+    factory: Callable[[str, TaskSupervisor], StatusStore]
+    doc: str = ""
+
+
+@dataclass
+class Pool:
+    """Limits and running counts of one task type in one supervisor.
+
+    ``pool_size`` slots serve every priority; NORMAL may also use
+    ``reserve_normal``; HIGH also ``reserve_high``; CRITICAL is limited only
+    by ``capacity`` (what the executor can physically run, ``None`` for a
+    pool that grows).  ``pool_size == 0`` means unlimited.
+    """
+
+    tt: str
+    pool_size: int = 0
+    reserve_normal: int = 0
+    reserve_high: int = 0
+    capacity: int | None = None
+    running: int = 0
+    running_by_priority: dict[int, int] = field(default_factory=dict)
+
+    def limit(self, band: int) -> float:
+        """How many tasks may run in total when a task of *band* starts."""
+        if band == TASK_CRITICAL:
+            return math.inf if self.capacity is None else self.capacity
+        if self.pool_size == 0:
+            limit = math.inf
+        elif band == TASK_HIGH:
+            limit = self.pool_size + self.reserve_normal + self.reserve_high
+        elif band == TASK_NORMAL:
+            limit = self.pool_size + self.reserve_normal
+        else:
+            limit = self.pool_size
+        if self.capacity is not None:
+            limit = min(limit, self.capacity)
+        return limit
+
+    def may_start(self, band: int) -> bool:
+        """Whether a task of priority band *band* may start now."""
+        return self.running < self.limit(band)
+
+    def info(self) -> dict[str, Any]:
+        """Sizes and running counts, for :meth:`TaskSupervisor.get_info`."""
+        return {
+            "pool_size": self.pool_size,
+            "reserve_normal": self.reserve_normal,
+            "reserve_high": self.reserve_high,
+            "capacity": self.capacity,
+            "running": self.running,
+            "running_by_priority": {p: n for p, n in self.running_by_priority.items() if n},
+        }
+
+
+# Re-exported for policies that want the bands by name.
+BANDS = (TASK_CRITICAL, TASK_HIGH, TASK_NORMAL, TASK_LOW)
