@@ -17,6 +17,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import aloop as _aloop
+from . import process as _process
+from .aloop import *  # noqa: F403  (the coroutine API, see aloop.__all__)
 from .decorators import TT_COROUTINE, TT_MP, TT_THREAD, background_task, wait_completed
 from .errors import (
     AtaskerError,
@@ -28,6 +31,7 @@ from .errors import (
     WorkerDiedError,
 )
 from .hookspecs import hookimpl, hookspec
+from .process import *  # noqa: F403  (the process-task API, see process.__all__)
 from .supervisor import TaskSupervisor
 from .task import (
     TASK_CRITICAL,
@@ -87,4 +91,6 @@ __all__ = [
     "hookspec",
     "task_supervisor",
     "wait_completed",
+    *_aloop.__all__,
+    *_process.__all__,
 ]

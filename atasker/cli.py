@@ -52,9 +52,7 @@ def describe_plugins(supervisor: TaskSupervisor | None = None) -> dict[str, Any]
         )
     result: dict[str, Any] = {"plugins": plugins}
     for kind, registry in registries.items():
-        key = {"task type": "task_types", "queue policy": "queue_policies", "status store": "status_stores"}[
-            kind
-        ]
+        key = {"task type": "task_types", "queue policy": "queue_policies", "status store": "status_stores"}[kind]
         result[key] = {name: registry.providers_of(name) for name in registry.names()}
     return result
 

@@ -30,9 +30,7 @@ def _default_supervisor() -> TaskSupervisor:
 @overload
 def background_task(f: Callable[..., Any], **options: Any) -> Callable[..., Task]: ...
 @overload
-def background_task(
-    f: None = None, **options: Any
-) -> Callable[[Callable[..., Any]], Callable[..., Task]]: ...
+def background_task(f: None = None, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Task]]: ...
 
 
 def background_task(
@@ -45,6 +43,7 @@ def background_task(
     callback: Callable[[Any], Any] | None = None,
     supervisor: TaskSupervisor | None = None,
     timeout: float | None = None,
+    loop: Any = None,
 ) -> Any:
     """Make *f* a background task: calling it queues a task and returns at once.
 
@@ -64,6 +63,8 @@ def background_task(
     :param callback: ``callback(result)``, called after the task succeeded.
     :param supervisor: the supervisor to use (default ``task_supervisor``).
     :param timeout: run timeout in seconds, where the task type supports it.
+    :param loop: for coroutine tasks: an aloop, its name, or a running
+        asyncio loop to run on.
     :raises TypeError: *f* is not callable.
     :raises InvalidPriorityError: *priority* is invalid.
     """
@@ -78,6 +79,7 @@ def background_task(
             callback=callback,
             supervisor=supervisor,
             timeout=timeout,
+            loop=loop,
         )
     if not callable(f):
         raise TypeError(f"background_task needs a callable, got {type(f).__name__}: {f!r}")
@@ -85,6 +87,7 @@ def background_task(
         tt = TT_COROUTINE if inspect.iscoroutinefunction(f) else TT_THREAD
     task_name = name if name is not None else getattr(f, "__qualname__", None) or repr(f)
     task_tt: str = tt
+    options = {"loop": loop} if loop is not None else None
 
     @functools.wraps(f)
     def start_task(*args: Any, **kwargs: Any) -> Task:
@@ -98,6 +101,7 @@ def background_task(
             delay=delay,
             callback=callback,
             timeout=timeout,
+            options=options,
         )
 
     start_task.background_task = True  # type: ignore[attr-defined]

@@ -55,9 +55,7 @@ def run_demo(quick: bool = False) -> int:
     print(f"  {len(ARRIVALS)} tasks arrive at once, each sleeps {work}s\n")
     t0 = time.time()
     lines: list[str] = []
-    sup = TaskSupervisor(
-        pool_size=2, reserve_normal=1, reserve_high=1, plugins=[_StartPrinter(t0, lines)], name="demo"
-    )
+    sup = TaskSupervisor(pool_size=2, reserve_normal=1, reserve_high=1, plugins=[_StartPrinter(t0, lines)], name="demo")
     sup.start()
     tasks = []
     counters = dict.fromkeys(NAMES, 0)

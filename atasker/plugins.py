@@ -53,6 +53,8 @@ ENTRY_POINT_GROUP = "atasker"
 #: Built-in plugins, registered under these names (block them by name).
 BUILTIN_PLUGINS = (
     "atasker.builtin.thread",
+    "atasker.builtin.mp",
+    "atasker.builtin.coroutine",
     "atasker.builtin.policy",
     "atasker.builtin.memory_store",
 )
@@ -160,13 +162,9 @@ class PluginManager(pluggy.PluginManager):
             except Exception as exc:
                 self._record_broken(modname, None, None, exc, "module")
 
-    def _record_broken(
-        self, name: str, dist: str | None, version: str | None, exc: Exception, what: str
-    ) -> None:
+    def _record_broken(self, name: str, dist: str | None, version: str | None, exc: Exception, what: str) -> None:
         where = f"{what} of distribution {dist} {version}" if dist else what
-        error = PluginLoadError(
-            f"atasker plugin {name!r} ({where}) failed to load: {type(exc).__name__}: {exc}"
-        )
+        error = PluginLoadError(f"atasker plugin {name!r} ({where}) failed to load: {type(exc).__name__}: {exc}")
         error.__cause__ = exc
         self.broken[name] = PluginRecord(name, dist, version, error)
         logger.warning("%s", error)

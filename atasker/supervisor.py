@@ -40,8 +40,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
+from .aloop import AloopAPI
 from .errors import AtaskerError, SupervisorStoppedError, UnknownTaskTypeError
 from .plugins import PluginManager, Registry, env_providers, make_plugin_manager
+from .process import ProcessAPI
 from .task import (
     TASK_NORMAL,
     TASK_STATUS_CANCELED,
@@ -126,7 +128,7 @@ class _Timer:
             self._thread.join()
 
 
-class TaskSupervisor:
+class TaskSupervisor(AloopAPI, ProcessAPI):
     """Runs tasks of every task type under one set of priorities.
 
     The supervisor starts itself on first use; ``start()`` is needed only to
@@ -313,9 +315,7 @@ class TaskSupervisor:
             if self._active:
                 return
             if self._ever_started:
-                raise SupervisorStoppedError(
-                    f"task supervisor {self.name!r} is stopped; call start() to use it again"
-                )
+                raise SupervisorStoppedError(f"task supervisor {self.name!r} is stopped; call start() to use it again")
             self.start()
 
     def _slot(self, tt: str) -> _Slot:
@@ -361,6 +361,7 @@ class TaskSupervisor:
         delay: float | None = None,
         callback: Callable[[Any], Any] | None = None,
         timeout: float | None = None,
+        options: dict[str, Any] | None = None,
     ) -> Task:
         """Queue ``func(*args, **kwargs)`` as a task; return its handle at once.
 
@@ -372,6 +373,8 @@ class TaskSupervisor:
         :param callback: ``callback(result)``, called in this process after
             the task succeeded (errors are on the handle, not the callback).
         :param timeout: per-task run timeout, for task types that support it.
+        :param options: task-type specific options (``{"loop": ...}`` for
+            coroutine tasks), read by the executor from ``task.options``.
         :raises TypeError: *func* is not callable.
         :raises InvalidPriorityError: bad priority.
         :raises UnknownTaskTypeError: no plugin provides *tt*.
@@ -401,6 +404,7 @@ class TaskSupervisor:
             callback=callback,
             delay=delay or None,
             timeout=timeout,
+            options=options,
         )
         slot.executor.validate(task)
         task.time_queued = time.time()
@@ -609,9 +613,7 @@ class TaskSupervisor:
             timer.call_at(time.monotonic() + (next_at - now), self._check_watch, critical)
         if schedule_critical:
             first = overdue[0].time_queued or now
-            timer.call_at(
-                time.monotonic() + max(0.0, first + self.timeout_critical - now), self._check_watch, True
-            )
+            timer.call_at(time.monotonic() + max(0.0, first + self.timeout_critical - now), self._check_watch, True)
         func = self.timeout_critical_func if critical else self.timeout_warning_func
         level = logging.CRITICAL if critical else logging.WARNING
         for task in overdue:
@@ -660,9 +662,7 @@ class TaskSupervisor:
     # ------------------------------------------------------------ pool config
 
     @staticmethod
-    def _check_sizes(
-        pool_size: int | None, reserve_normal: int | None, reserve_high: int | None
-    ) -> dict[str, int]:
+    def _check_sizes(pool_size: int | None, reserve_normal: int | None, reserve_high: int | None) -> dict[str, int]:
         sizes = {}
         for key, value in (
             ("pool_size", pool_size),
@@ -804,6 +804,7 @@ class TaskSupervisor:
                     slot.executor.shutdown(wait=all_done)
                 except Exception as exc:
                     self._internal_error(exc, f"shutdown of {slot.pool.tt} executor")
+            self._on_stop(wait, cancel_tasks, all_done)
             if self._timer is not None:
                 self._timer.stop()
                 self._timer = None

@@ -119,7 +119,7 @@ class Task(Future):
     * ``status`` -- ``0`` queued, ``1`` started, ``-1`` canceled.
 
     Also ``name``, ``func``, ``args``, ``kwargs``, ``callback``, ``delay``,
-    ``timeout`` and ``supervisor``.  ``executor_data`` is free for the
+    ``timeout``, ``options`` (task-type specific) and ``supervisor``.  ``executor_data`` is free for the
     executor that runs the task (a process slot, a remote key, ...).
     """
 
@@ -159,6 +159,7 @@ class Task(Future):
         callback: Callable[[Any], Any] | None = None,
         delay: float | None = None,
         timeout: float | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.id: int = next(_task_ids)
@@ -178,6 +179,8 @@ class Task(Future):
         self.time_finished: float | None = None
         self.status = TASK_STATUS_QUEUED
         self.executor_data: Any = None
+        #: Task-type specific options (e.g. ``loop`` for coroutine tasks).
+        self.options: dict[str, Any] = options or {}
         # True while the task sits in its queue policy (not delayed, not popped).
         self.in_queue = False
         #: ``None`` until the task ends, then ``"completed"``, ``"failed"``

@@ -42,6 +42,4 @@ class MemoryStore:
 
 @hookimpl
 def atasker_register_status_stores(register):
-    register(
-        StatusStoreType("memory", MemoryStore, doc="live records in memory, dropped on completion (default)")
-    )
+    register(StatusStoreType("memory", MemoryStore, doc="live records in memory, dropped on completion (default)"))

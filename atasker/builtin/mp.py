@@ -1,0 +1,1 @@
+"""Task type placeholder (filled in by its issue)."""
