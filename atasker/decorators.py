@@ -83,6 +83,8 @@ def background_task(
         )
     if not callable(f):
         raise TypeError(f"background_task needs a callable, got {type(f).__name__}: {f!r}")
+    if getattr(f, "background_task", False):
+        f = f.__wrapped__  # re-decorating a task starter: run the function, not a starter
     if tt is None:
         tt = TT_COROUTINE if inspect.iscoroutinefunction(f) else TT_THREAD
     task_name = name if name is not None else getattr(f, "__qualname__", None) or repr(f)

@@ -112,6 +112,7 @@ class PluginManager(pluggy.PluginManager):
 
     def register(self, plugin: Any, name: str | None = None) -> str | None:
         registered = super().register(plugin, name)
+        logger.debug("atasker plugin registered: %r", registered)
         if registered is not None and registered not in self.records:
             self.records[registered] = PluginRecord(registered, None, None)
         self._changed()
@@ -251,6 +252,7 @@ class Registry(Generic[T]):
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
 
             def register(record: T, _plugin: str = impl.plugin_name) -> None:
+                logger.debug("plugin %r registered %s %r", _plugin, kind, key(record))
                 self.entries.setdefault(key(record), []).append((record, _plugin))
 
             try:
@@ -278,8 +280,9 @@ class Registry(Generic[T]):
         candidates = self.entries.get(name)
         if not candidates:
             known = ", ".join(repr(n) for n in self.names()) or "none"
+            plural = self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"
             raise self._unknown_error(
-                f"unknown {self.kind} {name!r}; known {self.kind}s: {known}" + self._pm.broken_note()
+                f"unknown {self.kind} {name!r}; known {plural}: {known}" + self._pm.broken_note()
             )
         if len(candidates) == 1:
             return candidates[0][0]

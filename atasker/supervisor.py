@@ -199,6 +199,8 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         self._timer: _Timer | None = None
         self._active = False
         self._stopping = False
+        # While stop(wait=...) drains, tasks may still submit follow-up work.
+        self._draining = False
         self._ever_started = False
         self._unfinished = 0
         self._watch: collections.deque[Task] = collections.deque()
@@ -409,7 +411,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         slot.executor.validate(task)
         task.time_queued = time.time()
         with self._lock:
-            if self._stopping or not self._active:
+            if not self._active or (self._stopping and not self._draining):
                 raise SupervisorStoppedError(
                     f"task supervisor {self.name!r} is stopping or stopped; task {name!r} rejected"
                 )
@@ -507,7 +509,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         if cancelled:
             _force_cancel(task)
         elif exception is not None:
-            task.set_exception(exception)
+            # Logged before the handle resolves, so a waiter finds the record.
             logger.error(
                 "task %s (%s) failed: %s: %s",
                 task.id,
@@ -516,6 +518,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
                 exception,
                 exc_info=exception if not isinstance(exception, AtaskerError) else None,
             )
+            task.set_exception(exception)
         else:
             task.set_result(result)
             if task.callback is not None:
@@ -758,7 +761,10 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         self._stopped_event.wait()
 
     def stop(self, wait: bool | float = True, cancel_tasks: bool = False) -> bool:
-        """Stop the supervisor; new submissions raise :class:`SupervisorStoppedError`.
+        """Stop the supervisor; then submissions raise :class:`SupervisorStoppedError`.
+
+        While a ``wait`` stop drains (without ``cancel_tasks``), running tasks
+        may still submit follow-up tasks, and stop waits for those too.
 
         :param wait: ``True`` -- wait for every queued and running task;
             a number -- wait at most that many seconds, then cancel what is
@@ -773,6 +779,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
             if not self._active or self._stopping:
                 return self._unfinished == 0
             self._stopping = True
+            self._draining = wait is not False and not cancel_tasks
         if cancel_tasks or wait is False:
             self._cancel_queued()
         all_done = True
@@ -786,6 +793,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
                         break
                     self._all_done.wait(remaining)
                 all_done = self._unfinished == 0
+                self._draining = False
             if not all_done:
                 self._cancel_queued()
                 running = [t for s in list(self._slots.values()) for t in list(s.running)]
