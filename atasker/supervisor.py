@@ -61,19 +61,23 @@ logger = logging.getLogger("atasker")
 DEFAULT_TIMEOUT_WARNING = 5.0
 DEFAULT_TIMEOUT_CRITICAL = 10.0
 
-_MISSING = object()
+_RUNNING = "RUNNING"  # concurrent.futures._base.RUNNING; set without the condition, see _admit
+_RUNNING = "RUNNING"  # concurrent.futures._base.RUNNING
 
 
 class _Slot:
     """One task type in one supervisor: its pool, queue policy and executor."""
 
-    __slots__ = ("executor", "policy", "pool", "running")
+    __slots__ = ("executor", "fast_path", "policy", "pool", "running")
 
     def __init__(self, pool: Pool, policy: QueuePolicy, executor: Executor) -> None:
         self.pool = pool
         self.policy = policy
         self.executor = executor
         self.running: set[Task] = set()
+        # A policy may declare that, with nothing waiting, it admits exactly
+        # what Pool.may_start allows; the supervisor then skips push/pop.
+        self.fast_path = bool(getattr(policy, "fast_path", False))
 
 
 class _Timer:
@@ -202,7 +206,12 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         # While stop(wait=...) drains, tasks may still submit follow-up work.
         self._draining = False
         self._ever_started = False
-        self._unfinished = 0
+        # Accepted minus ended tasks.  Ends are counted by an itertools.count
+        # (next() is atomic under the GIL) so that finishing a task takes the
+        # supervisor lock once, not twice: a busy pool contends on it.
+        self._accepted = 0
+        self._ended = itertools.count()
+        self._reads = 0
         self._watch: collections.deque[Task] = collections.deque()
         self._watch_critical: collections.deque[Task] = collections.deque()
         self._watch_scheduled = False
@@ -305,7 +314,8 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
             with self._lock:
                 self._active = True
                 self._stopping = False
-                self._unfinished = 0
+                self._accepted = self._reads = 0
+                self._ended = itertools.count()
             self._stopped_event.clear()
             if not self._ever_started:
                 self._ever_started = True
@@ -339,7 +349,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
             )
             policy = self._policy_type.factory(pool)
             executor = task_type.executor_factory(self, pool)
-            pool.capacity = executor.capacity()
+            pool.configure(capacity=executor.capacity())
             slot = _Slot(pool, policy, executor)
             self._slots[tt] = slot
             return slot
@@ -415,7 +425,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
                 raise SupervisorStoppedError(
                     f"task supervisor {self.name!r} is stopping or stopped; task {name!r} rejected"
                 )
-            self._unfinished += 1
+            self._accepted += 1
         store = self._store
         assert store is not None
         store.task_queued(task)
@@ -432,9 +442,15 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         with self._lock:
             if task.status != TASK_STATUS_QUEUED:
                 return  # cancelled while delayed
-            slot.policy.push(task)
-            task.in_queue = True
-            started = self._admit(slot)
+            policy = slot.policy
+            if slot.fast_path and not len(policy) and slot.pool.may_start(task.band):
+                # Nothing waits and there is room: any queue order would start
+                # this task now, so skip the push/pop round trip.
+                policy = None
+            else:
+                policy.push(task)
+                task.in_queue = True
+            started = self._admit(slot, task if policy is None else None)
             waiting = task.status == TASK_STATUS_QUEUED
             if waiting:
                 self._watch.append(task)
@@ -447,17 +463,22 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         if started:
             self._launch(slot, started)
 
-    def _admit(self, slot: _Slot) -> list[Task]:
-        """Pop every task the policy lets start now.  Call with ``_lock`` held."""
+    def _admit(self, slot: _Slot, first: Task | None = None) -> list[Task]:
+        """Pop every task the policy lets start now (*first*: one already
+        admitted by the fast path).  Call with ``_lock`` held."""
         started: list[Task] = []
         pool, policy = slot.pool, slot.policy
         while True:
-            task = policy.pop_next(pool)
-            if task is None:
-                return started
-            task.in_queue = False
-            if not task.set_running_or_notify_cancel():
-                continue  # cancel() won the race; _task_cancelled cleans up
+            if first is not None:
+                task, first = first, None
+            else:
+                task = policy.pop_next(pool)
+                if task is None:
+                    return started
+                task.in_queue = False
+            # The future goes RUNNING without taking its condition: only
+            # _cancel_queued could race, and it decides under this same lock.
+            task._state = _RUNNING
             task.status = TASK_STATUS_STARTED
             task.time_started = time.time()
             pool.running += 1
@@ -467,18 +488,20 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
             started.append(task)
 
     def _launch(self, slot: _Slot, tasks: list[Task]) -> None:
-        store = self._store
-        assert store is not None
-        on_started = self._on_started
         executor = slot.executor
         for task in tasks:
-            store.task_started(task)
-            if on_started is not None:
-                self._observe(on_started, task)
+            self._announce_started(task)
             try:
                 executor.start(task)
             except BaseException as exc:
                 self.task_done(task, exception=exc)
+
+    def _announce_started(self, task: Task) -> None:
+        store = self._store
+        if store is not None:
+            store.task_started(task)
+        if self._on_started is not None:
+            self._observe(self._on_started, task)
 
     # ------------------------------------------------------------- completion
 
@@ -488,7 +511,8 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         result: Any = None,
         exception: BaseException | None = None,
         cancelled: bool = False,
-    ) -> None:
+        take_next: bool = False,
+    ) -> Task | None:
         """Report that a started task ended.  For executors; call exactly once.
 
         Drops the live record, frees the slot and starts what may start now,
@@ -496,6 +520,13 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         callback and runs ``atasker_task_finished``.  So once a handle is
         resolved, ``get_task_info`` already returns ``None`` and the pool
         counts no longer include the task.  Any thread may call it.
+
+        :param take_next: the calling worker can run another task at once:
+            instead of handing the next admitted task to
+            :meth:`Executor.start`, return it for the caller to run (it is
+            already started: counted, stored and announced).  Saves a thread
+            hand-off per task in a busy pool.
+        :returns: with *take_next*, a task to run now or ``None``.
         """
         task.time_finished = time.time()
         if cancelled:
@@ -505,7 +536,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
             task.error = exception
         else:
             task.outcome = "completed"
-        self._release(task, was_running=True)
+        next_task = self._release(task, was_running=True, take_next=take_next)
         if cancelled:
             _force_cancel(task)
         elif exception is not None:
@@ -527,8 +558,9 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
                 except Exception as exc:
                     self._internal_error(exc, f"callback of task {task.id} ({task.name})")
         self._finished(task)
+        return next_task
 
-    def _release(self, task: Task, was_running: bool) -> None:
+    def _release(self, task: Task, was_running: bool, take_next: bool = False) -> Task | None:
         """Drop the record, free the slot, start what may start now."""
         store = self._store
         if store is not None:
@@ -537,7 +569,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
             except Exception as exc:
                 self._internal_error(exc, "status store task_finished")
         if not was_running:
-            return
+            return None
         slot = self._slots[task.tt]
         with self._lock:
             pool = slot.pool
@@ -545,33 +577,54 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
             pool.running_by_priority[task.priority] -= 1
             slot.running.discard(task)
             started = self._admit(slot) if len(slot.policy) else None
-        if started:
-            self._launch(slot, started)
+        if not started:
+            return None
+        if take_next:
+            next_task = started.pop(0)
+            self._announce_started(next_task)
+            if started:
+                self._launch(slot, started)
+            return next_task
+        self._launch(slot, started)
+        return None
+
+    def _unfinished(self) -> int:
+        """Tasks accepted and not yet ended.  Call with ``_lock`` held.
+
+        Reading an ``itertools.count`` means drawing from it, so each read
+        is counted and subtracted.
+        """
+        self._reads += 1
+        return self._accepted - (next(self._ended) - self._reads + 1)
 
     def _finished(self, task: Task) -> None:
         """Observers, then the count ``stop(wait=True)`` waits on."""
         if self._on_finished is not None:
             self._observe(self._on_finished, task)
-        with self._lock:
-            self._unfinished -= 1
-            if self._unfinished == 0 and self._stopping:
+        next(self._ended)
+        if self._stopping:
+            with self._lock:
                 self._all_done.notify_all()
 
-    def _task_cancelled(self, task: Task) -> None:
-        """A queued or delayed task's future was cancelled (Task.cancel)."""
+    def _cancel_queued(self, task: Task) -> bool:
+        """Cancel a queued or delayed task (Task.cancel); ``False`` if it started."""
         with self._lock:
             if task.status != TASK_STATUS_QUEUED:
-                return
+                return False
             task.status = TASK_STATUS_CANCELED
             if task.in_queue:
                 task.in_queue = False
                 slot = self._slots.get(task.tt)
                 if slot is not None:
                     slot.policy.remove(task)
+        # Status -1 under the lock means no dispatcher will start it: the
+        # future is still PENDING, so Future.cancel succeeds and notifies.
+        Future.cancel(task)
         task.time_finished = time.time()
         task.outcome = "cancelled"
         self._release(task, was_running=False)
         self._finished(task)
+        return True
 
     def _cancel_running(self, task: Task) -> bool:
         slot = self._slots.get(task.tt)
@@ -698,12 +751,11 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         if slot is None:
             return
         with self._lock:
-            for key, value in sizes.items():
-                setattr(slot.pool, key, value)
+            slot.pool.configure(**sizes)
             started = self._admit(slot)
         slot.executor.resize(slot.pool)
         with self._lock:
-            slot.pool.capacity = slot.executor.capacity()
+            slot.pool.configure(capacity=slot.executor.capacity())
             started += self._admit(slot)
         if started:
             self._launch(slot, started)
@@ -734,7 +786,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
             info: dict[str, Any] = {
                 "name": self.name,
                 "active": self._active and not self._stopping,
-                "unfinished": self._unfinished,
+                "unfinished": self._unfinished(),
                 "task_types": {},
             }
             for tt, slot in self._slots.items():
@@ -777,25 +829,25 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         """
         with self._lock:
             if not self._active or self._stopping:
-                return self._unfinished == 0
+                return self._unfinished() == 0
             self._stopping = True
             self._draining = wait is not False and not cancel_tasks
         if cancel_tasks or wait is False:
-            self._cancel_queued()
+            self._cancel_all_queued()
         all_done = True
         # Wait without _config_lock: tasks may still call set_pool() etc.
         if wait is not False:
             deadline = None if wait is True else time.monotonic() + float(wait)
             with self._lock:
-                while self._unfinished:
+                while self._unfinished():
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         break
                     self._all_done.wait(remaining)
-                all_done = self._unfinished == 0
+                all_done = self._unfinished() == 0
                 self._draining = False
             if not all_done:
-                self._cancel_queued()
+                self._cancel_all_queued()
                 running = [t for s in list(self._slots.values()) for t in list(s.running)]
                 logger.warning(
                     "task supervisor %r stopped after %s s with %d task(s) still running: %s",
@@ -805,7 +857,8 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
                     ", ".join(f"{t.id} ({t.name})" for t in running[:20]),
                 )
         else:
-            all_done = self._unfinished == 0
+            with self._lock:
+                all_done = self._unfinished() == 0
         with self._config_lock:
             for slot in self._slots.values():
                 try:
@@ -828,7 +881,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
             self._store.close()
         return all_done
 
-    def _cancel_queued(self) -> None:
+    def _cancel_all_queued(self) -> None:
         with self._lock:
             queued = [t for slot in self._slots.values() for t in slot.policy.tasks()]
         timer = self._timer

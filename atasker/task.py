@@ -203,10 +203,11 @@ class Task(Future):
         (process and coroutine tasks can; a running thread cannot be
         interrupted in Python, so this returns ``False`` for it).
         """
-        if super().cancel():
-            self.supervisor._task_cancelled(self)
+        if self.done():
+            return self.cancelled()
+        if self.supervisor._cancel_queued(self):
             return True
-        if self.status == TASK_STATUS_STARTED and not self.done():
+        if self.status == TASK_STATUS_STARTED:
             return self.supervisor._cancel_running(self)
         return False
 

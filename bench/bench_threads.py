@@ -182,10 +182,13 @@ def main() -> None:
     print(f"throughput ({n} tasks, 8 workers): atasker {a:,.0f}/s  TPE {t:,.0f}/s  ratio {a / t:.2f}x")
 
     sup = new_supervisor(8)
-    rt_a = round_trip(sup.submit, 2000)
+    ex = ThreadPoolExecutor(8)
+    rt_a, rt_t = [], []
+    for _ in range(10):  # interleaved blocks: both see the same machine state
+        rt_a += round_trip(sup.submit, 200)
+        rt_t += round_trip(ex.submit, 200)
     sup.stop()
-    with ThreadPoolExecutor(8) as ex:
-        rt_t = round_trip(ex.submit, 2000)
+    ex.shutdown()
     for q in (0.5, 0.99):
         qa, qt = pct(rt_a, q) * 1e6, pct(rt_t, q) * 1e6
         print(f"round trip p{int(q * 100)}: atasker {qa:.1f} us  TPE {qt:.1f} us  ratio {qa / qt:.2f}x")

@@ -358,13 +358,13 @@ def test_script_exits_cleanly_without_stop(tmp_path):
     script.write_text(
         textwrap.dedent(
             """
-            import time
+            import sys, time
             from atasker import background_task, TASK_LOW
 
             @background_task
             def mytask(n):
                 time.sleep(0.05)
-                print('done', n, flush=True)
+                sys.stdout.write(f'done {n}\\n')  # one write: lines never interleave
 
             for i in range(5):
                 mytask(i)

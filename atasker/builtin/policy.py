@@ -32,6 +32,10 @@ class PriorityPolicy:
 
     __slots__ = ("_counts", "_dead", "_heap", "_live", "_seq")
 
+    #: With nothing waiting, this policy admits exactly what Pool.may_start
+    #: allows, so the supervisor may skip the push/pop round trip.
+    fast_path = True
+
     def __init__(self, pool: Pool | None = None) -> None:
         self._heap: list[tuple[int, int, Task]] = []
         self._seq = itertools.count()
