@@ -368,3 +368,93 @@ def test_supervisor_stays_usable_with_global_default():
     import atasker
 
     assert isinstance(atasker.task_supervisor, TaskSupervisor)
+
+
+# ----------------------------------------------------------- status stores
+
+
+class RecordingStore:
+    """A status store that keeps history, to prove the hook works end to end."""
+
+    def __init__(self, url, supervisor):
+        self.url = url
+        self.live = {}
+        self.history = []
+        self.closed = False
+
+    def task_queued(self, task):
+        self.live[task.id] = task
+        self.history.append(("queued", task.id))
+
+    def task_started(self, task):
+        self.history.append(("started", task.id))
+
+    def task_finished(self, task):
+        self.live.pop(task.id, None)
+        self.history.append((task.outcome, task.id))
+
+    def get(self, task_id):
+        return self.live.get(task_id)
+
+    def close(self):
+        self.closed = True
+
+
+class StorePlugin:
+    __name__ = "recording-store"
+
+    def __init__(self):
+        self.stores = []
+
+    @hookimpl
+    def atasker_register_status_stores(self, register):
+        from atasker import StatusStoreType
+
+        def factory(url, supervisor):
+            store = RecordingStore(url, supervisor)
+            self.stores.append(store)
+            return store
+
+        register(StatusStoreType("recording", factory))
+
+
+def test_status_store_plugin_selected_by_url(make_supervisor):
+    plugin = StorePlugin()
+    sup = make_supervisor(plugins=[plugin], status_store="recording://x", pool_size=1, reserve_normal=0)
+    store = plugin.stores[-1]
+    assert store.url == "recording://x"
+    gate = threading.Event()
+    running = sup.submit(gate.wait, (WAIT,))
+    queued = sup.submit(int)
+    assert sup.get_task_info(queued) is queued and queued.status == 0
+    assert queued.cancel()
+
+    def fail():
+        raise KeyError("x")
+
+    gate.set()
+    running.result(WAIT)
+    failing = sup.submit(fail)
+    with pytest.raises(KeyError):
+        failing.result(WAIT)
+    sup.stop()
+    assert ("completed", running.id) in store.history
+    assert ("cancelled", queued.id) in store.history
+    assert ("failed", failing.id) in store.history
+    assert sup.get_task_info(running) is None and store.closed
+
+
+def test_status_store_installed_but_not_selected_changes_nothing(make_supervisor, monkeypatch):
+    plugin = StorePlugin()
+    sup = make_supervisor(plugins=[plugin])
+    sup.submit(int).result(WAIT)
+    assert plugin.stores == []
+    monkeypatch.setenv("ATASKER_STATUS_STORE", "recording://env")
+    make_supervisor(plugins=[plugin])
+    assert plugin.stores[-1].url == "recording://env"
+
+
+def test_unknown_status_store_is_a_clear_error(make_supervisor):
+    sup = make_supervisor(start=False, status_store="nosuch:///tmp/x")
+    with pytest.raises(LookupError, match="unknown status store 'nosuch'; known status stores: 'memory'"):
+        sup.start()

@@ -1,0 +1,119 @@
+"""The docs are tested: examples run, every hook is documented and tested."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import atasker
+from atasker import Task, hookspecs
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+SEED = ROOT.parent / "shared" / "seed" / "tasks.rst"
+
+from .conftest import WAIT  # noqa: E402
+
+
+def code_blocks(path: Path) -> list[str]:
+    """The ``.. code:: python`` / ``.. code-block:: python`` blocks of a page."""
+    blocks = []
+    lines = path.read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        if re.match(r"\s*\.\. code(-block)?:: python\s*$", lines[i]):
+            i += 1
+            body = []
+            while i < len(lines) and (not lines[i].strip() or lines[i].startswith((" ", "\t"))):
+                body.append(lines[i])
+                i += 1
+            import textwrap
+
+            blocks.append(textwrap.dedent("\n".join(body)).strip("\n"))
+        else:
+            i += 1
+    return blocks
+
+
+def run_page(path: Path) -> dict:
+    """Run a page's examples in one namespace, as a reader would, in order."""
+    import tests.mp  # noqa: F401  (the seed's examples name ``tests.mp``)
+
+    namespace: dict = {"__name__": "__docs__", "tests": sys.modules["tests"]}
+    for block in code_blocks(path):
+        exec(compile(block, f"{path.name}", "exec"), namespace)
+        for name, value in list(namespace.items()):
+            # An example that defines a coroutine function shows how to call
+            # it from async code: run it, as its reader would.
+            if inspect.iscoroutinefunction(value) and not inspect.signature(value).parameters:
+                if not getattr(value, "_docs_ran", False):
+                    asyncio.run(value())
+                    value._docs_ran = True
+    for value in namespace.values():
+        if isinstance(value, Task):
+            value.result(WAIT)
+    return namespace
+
+
+def test_docs_tasks_page_is_the_seed_verbatim():
+    page = (DOCS / "tasks.rst").read_text()
+    if SEED.exists():
+        assert page.startswith(SEED.read_text().rstrip("\n")), "docs/tasks.rst must keep the seed page verbatim"
+
+
+def test_seed_examples_run_verbatim():
+    namespace = run_page(DOCS / "tasks.rst")
+    assert isinstance(namespace["task_id"], Task)
+    info = namespace["task_info"]
+    assert info is None or info.id == namespace["task_id"].id
+
+
+@pytest.mark.parametrize(
+    "page", sorted(p.name for p in DOCS.glob("*.rst") if p.name != "tasks.rst" and code_blocks(p))
+)
+def test_docs_examples_run(page):
+    run_page(DOCS / page)
+
+
+HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("atasker_"))
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented(hook):
+    func = getattr(hookspecs, hook)
+    doc = inspect.getdoc(func)
+    assert doc and len(doc.splitlines()) >= 3, f"{hook} needs a docstring"
+    for param in inspect.signature(func).parameters:
+        assert f":param {param}:" in doc, f"{hook}: document :param {param}:"
+    assert "thread" in doc, f"{hook}: say which thread calls it"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_tested(hook):
+    sources = [p.read_text() for p in (ROOT / "tests").rglob("test_*.py") if p.name != "test_docs.py"]
+    assert any(hook in text for text in sources), f"no test implements or calls {hook}"
+
+
+def test_public_api_is_documented():
+    for name in atasker.__all__:
+        obj = getattr(atasker, name)
+        if callable(obj) and not isinstance(obj, type(atasker)) and name != "hookimpl" and name != "hookspec":
+            assert inspect.getdoc(obj), f"atasker.{name} needs a docstring"
+
+
+def test_sphinx_builds_without_warnings(tmp_path):
+    pytest.importorskip("sphinx")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(DOCS), str(tmp_path / "html")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "atasker_register_task_types" in (tmp_path / "html" / "hooks.html").read_text()
