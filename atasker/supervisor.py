@@ -802,6 +802,16 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         )
         return info
 
+    def get_tasks(self) -> list[Task]:
+        """Every task not yet ended: running, queued and delayed (a snapshot)."""
+        with self._lock:
+            tasks = [t for slot in self._slots.values() for t in list(slot.running)]
+            tasks += [t for slot in self._slots.values() for t in slot.policy.tasks()]
+        timer = self._timer
+        if timer is not None:
+            tasks += [args[1] for fn, args in timer.pending() if fn == self._enqueue and args[1].status == 0]
+        return tasks
+
     def is_active(self) -> bool:
         """Whether the supervisor is started and not stopping."""
         return self._active and not self._stopping

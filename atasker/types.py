@@ -69,6 +69,10 @@ class QueuePolicy(Protocol):
 
     All methods are called with the supervisor's lock held, from whichever
     thread submits, finishes or resizes: they must be fast and never block.
+
+    A policy may set the class attribute ``fast_path = True`` to declare that
+    with nothing waiting it admits exactly what :meth:`Pool.may_start`
+    allows; the supervisor then admits such tasks without push/pop.
     """
 
     def push(self, task: Task) -> None:
@@ -85,6 +89,9 @@ class QueuePolicy(Protocol):
 
     def waiting(self) -> dict[int, int]:
         """Count of waiting tasks per priority."""
+
+    def tasks(self) -> list[Task]:
+        """The waiting tasks (a snapshot), for ``stop(cancel_tasks=True)`` and leak checks."""
 
     def __len__(self) -> int:
         """Number of waiting tasks."""

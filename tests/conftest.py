@@ -1,9 +1,13 @@
-"""Shared fixtures: a fresh supervisor per test, plugin autoload off."""
+"""Shared fixtures: a fresh supervisor per test, plugin autoload off.
+
+Supervisors come from atasker's own pytest plugin (``atasker.pytest_plugin``,
+loaded through its ``pytest11`` entry point), which stops each one after the
+test and fails the test if it left tasks queued or running.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -29,23 +33,12 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def make_supervisor() -> Iterator[Callable[..., TaskSupervisor]]:
-    """Factory of started supervisors, all stopped (and checked) at teardown."""
-    created: list[TaskSupervisor] = []
-
-    def make(*, start: bool = True, **kwargs: Any) -> TaskSupervisor:
-        sup = TaskSupervisor(**kwargs)
-        if start:
-            sup.start()
-        created.append(sup)
-        return sup
-
-    yield make
-    for sup in created:
-        assert sup.stop(wait=WAIT, cancel_tasks=True), f"{sup!r} had tasks still running at teardown"
+def make_supervisor(atasker_supervisor_factory: Callable[..., TaskSupervisor]) -> Callable[..., TaskSupervisor]:
+    """Factory of started supervisors (the pytest plugin's, leak-checked)."""
+    return atasker_supervisor_factory
 
 
 @pytest.fixture
-def supervisor(make_supervisor: Callable[..., TaskSupervisor]) -> TaskSupervisor:
+def supervisor(make_supervisor: Callable[..., Any]) -> TaskSupervisor:
     """A started supervisor with a thread pool of 4 and reserves 2/2."""
     return make_supervisor(pool_size=4, reserve_normal=2, reserve_high=2)

@@ -22,12 +22,15 @@ from .conftest import WAIT  # noqa: E402
 
 
 def code_blocks(path: Path) -> list[str]:
-    """The ``.. code:: python`` / ``.. code-block:: python`` blocks of a page."""
+    """The ``.. code:: python`` blocks of a page (they run as tests).
+
+    ``.. code-block:: python`` marks an illustrative fragment that is not run.
+    """
     blocks = []
     lines = path.read_text().splitlines()
     i = 0
     while i < len(lines):
-        if re.match(r"\s*\.\. code(-block)?:: python\s*$", lines[i]):
+        if re.match(r"\s*\.\. code:: python\s*$", lines[i]):
             i += 1
             body = []
             while i < len(lines) and (not lines[i].strip() or lines[i].startswith((" ", "\t"))):
@@ -45,6 +48,8 @@ def run_page(path: Path) -> dict:
     """Run a page's examples in one namespace, as a reader would, in order."""
     import tests.mp  # noqa: F401  (the seed's examples name ``tests.mp``)
 
+    # A page that stops the global supervisor must not break the next page.
+    atasker.task_supervisor.start()
     namespace: dict = {"__name__": "__docs__", "tests": sys.modules["tests"]}
     for block in code_blocks(path):
         exec(compile(block, f"{path.name}", "exec"), namespace)
@@ -74,9 +79,7 @@ def test_seed_examples_run_verbatim():
     assert info is None or info.id == namespace["task_id"].id
 
 
-@pytest.mark.parametrize(
-    "page", sorted(p.name for p in DOCS.glob("*.rst") if p.name != "tasks.rst" and code_blocks(p))
-)
+@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.rst") if p.name != "tasks.rst" and code_blocks(p)))
 def test_docs_examples_run(page):
     run_page(DOCS / page)
 
