@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from atasker import TaskSupervisor, hookimpl  # noqa: E402
+from atasker import TaskSupervisor, hookimpl
 
 
 def noop() -> None:

@@ -7,7 +7,8 @@ test and fails the test if it left tasks queued or running.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

@@ -53,7 +53,7 @@ def run_page(path: Path) -> dict:
     namespace: dict = {"__name__": "__docs__", "tests": sys.modules["tests"]}
     for block in code_blocks(path):
         exec(compile(block, f"{path.name}", "exec"), namespace)
-        for name, value in list(namespace.items()):
+        for _name, value in list(namespace.items()):
             # An example that defines a coroutine function shows how to call
             # it from async code: run it, as its reader would.
             if inspect.iscoroutinefunction(value) and not inspect.signature(value).parameters:
