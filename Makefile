@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PLUGIN_DIRS := $(wildcard plugins/*/pyproject.toml) $(wildcard tests/plugins/*/pyproject.toml)
 
-.PHONY: venv test demo bench lint docs clean
+.PHONY: venv test demo bench lint docs stress clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,9 @@ demo: venv
 
 bench: venv
 	$(PY) bench/bench_threads.py
+
+stress: venv
+	ATASKER_STRESS=1 ATASKER_FIGURES=reliability-figures.json $(PY) -m pytest -q tests/reliability
 
 lint: venv
 	$(PY) -m ruff check atasker tests bench plugins

@@ -474,6 +474,11 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
             else:
                 task = policy.pop_next(pool)
                 if task is None:
+                    # Started tasks leave the watchdog's queue-ordered deque
+                    # from its front, so it never holds finished tasks long.
+                    watch = self._watch
+                    while watch and watch[0].status != TASK_STATUS_QUEUED:
+                        watch.popleft()
                     return started
                 task.in_queue = False
             # The future goes RUNNING without taking its condition: only
@@ -620,6 +625,9 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
         # Status -1 under the lock means no dispatcher will start it: the
         # future is still PENDING, so Future.cancel succeeds and notifies.
         Future.cancel(task)
+        # CANCELLED -> CANCELLED_AND_NOTIFIED: tells concurrent.futures.wait()
+        # and as_completed() waiters, as an executor does for cancelled work.
+        task.set_running_or_notify_cancel()
         task.time_finished = time.time()
         task.outcome = "cancelled"
         self._release(task, was_running=False)

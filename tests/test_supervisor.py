@@ -391,3 +391,20 @@ def test_get_info_reports_pools(make_supervisor):
     gate.set()
     for t in [blocker, *waiting]:
         t.result(WAIT)
+
+
+def test_cancelled_tasks_count_as_done_for_wait_and_as_completed(make_supervisor):
+    sup = make_supervisor(pool_size=1, reserve_normal=0, reserve_high=0)
+    gate = threading.Event()
+    blocker = sup.submit(gate.wait, (WAIT,))
+    queued = sup.submit(int)
+    waiter_result = []
+    waiter = threading.Thread(target=lambda: waiter_result.append(concurrent.futures.wait([queued], WAIT)))
+    waiter.start()
+    assert queued.cancel()
+    waiter.join(WAIT)
+    done, not_done = waiter_result[0]
+    assert done == {queued} and not not_done
+    assert list(concurrent.futures.as_completed([queued], WAIT)) == [queued]
+    gate.set()
+    blocker.result(WAIT)

@@ -14,8 +14,10 @@ task the supervisor admits next itself, so a busy pool needs no thread
 hand-off per task (this is what makes it as fast as ThreadPoolExecutor,
 whose workers also pull their next item without a wake-up).
 
-Workers beyond ``pool_size`` exit after ``IDLE_TIMEOUT`` seconds idle, so a
-burst of reserve or CRITICAL work does not leave threads behind.
+A worker beyond ``pool_size`` exits as soon as the supervisor has nothing
+more for it, so a burst of reserve or CRITICAL work leaves no threads
+behind; up to ``pool_size`` idle workers stay (for an unlimited pool, the
+default size).
 """
 
 from __future__ import annotations
@@ -36,9 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["TT_THREAD", "ThreadExecutor", "default_pool_size"]
 
 TT_THREAD = "thread"
-
-#: Seconds an idle worker beyond ``pool_size`` lingers before it exits.
-IDLE_TIMEOUT = 2.0
 
 _thread_numbers = itertools.count(1)
 
@@ -62,6 +61,7 @@ class ThreadExecutor:
         self._idle_lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        self._threads_changed = threading.Condition(self._lock)
         self._shutdown = False
 
     def validate(self, task: Task) -> None:
@@ -81,12 +81,9 @@ class ThreadExecutor:
                 return
         self._spawn()
 
-    def _claim_idle(self) -> bool:
-        with self._idle_lock:
-            if self._idle:
-                self._idle -= 1
-                return True
-            return False
+    def _keep(self) -> int:
+        """Threads kept idle: the pool size (the default size if unlimited)."""
+        return self._pool.pool_size or default_pool_size()
 
     def cancel(self, task: Task) -> bool:
         return False  # a running Python thread cannot be interrupted
@@ -95,6 +92,11 @@ class ThreadExecutor:
         """Worker threads alive now."""
         with self._lock:
             return len(self._threads)
+
+    def wait_threads(self, at_most: int, timeout: float | None = None) -> bool:
+        """Wait until no more than *at_most* workers are alive; ``False`` on timeout."""
+        with self._threads_changed:
+            return self._threads_changed.wait_for(lambda: len(self._threads) <= at_most, timeout)
 
     def _spawn(self) -> None:
         with self._lock:
@@ -115,14 +117,7 @@ class ThreadExecutor:
         me = threading.current_thread()
         try:
             while True:
-                core = len(self._threads) <= self._pool.pool_size
-                try:
-                    task = get(timeout=None if core else IDLE_TIMEOUT)
-                except queue.Empty:
-                    # Retire only if no start() has claimed us meanwhile.
-                    if self._claim_idle():
-                        return
-                    continue
+                task = get()
                 if task is None:
                     return
                 # Run this task, then whatever the supervisor admits next on
@@ -135,11 +130,22 @@ class ThreadExecutor:
                     else:
                         task = task_done(task, result=result, take_next=True)
                     result = None
+                # Out of work.  A thread beyond the pool size exits now rather
+                # than after an idle timeout: CPython 3.11's
+                # SimpleQueue.get(timeout=...) can block forever when the
+                # timeout runs out while other threads take the items (the
+                # remaining time goes negative, which means "no timeout").
+                with self._lock:
+                    if len(self._threads) > self._keep():
+                        self._threads.discard(me)
+                        self._threads_changed.notify_all()
+                        return
                 with idle_lock:
                     self._idle += 1
         finally:
             with self._lock:
                 self._threads.discard(me)
+                self._threads_changed.notify_all()
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
