@@ -31,6 +31,7 @@ from .errors import (
     WorkerDiedError,
 )
 from .hookspecs import hookimpl, hookspec
+from .locker import LocalProxy, Locker, LockerTimeoutError, g
 from .process import *  # noqa: F403  (the process-task API, see process.__all__)
 from .supervisor import TaskSupervisor
 from .task import (
@@ -44,6 +45,7 @@ from .task import (
     Task,
     TaskInfo,
 )
+from .taskcollections import FunctionCollection, TaskCollection
 from .types import (
     Executor,
     Pool,
@@ -52,6 +54,14 @@ from .types import (
     StatusStore,
     StatusStoreType,
     TaskType,
+)
+from .workers import (
+    BackgroundAsyncWorker,
+    BackgroundEventWorker,
+    BackgroundIntervalWorker,
+    BackgroundQueueWorker,
+    BackgroundWorker,
+    background_worker,
 )
 
 #: The default supervisor; it starts itself on first use.
@@ -69,6 +79,18 @@ __all__ = [
     "TT_MP",
     "TT_THREAD",
     "AtaskerError",
+    "BackgroundAsyncWorker",
+    "BackgroundEventWorker",
+    "BackgroundIntervalWorker",
+    "BackgroundQueueWorker",
+    "BackgroundWorker",
+    "FunctionCollection",
+    "LocalProxy",
+    "Locker",
+    "LockerTimeoutError",
+    "TaskCollection",
+    "background_worker",
+    "g",
     "Executor",
     "InvalidPriorityError",
     "PluginConflictError",

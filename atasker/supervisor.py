@@ -53,6 +53,7 @@ from .task import (
     validate_priority,
 )
 from .types import Executor, Pool, QueuePolicy, StatusStore
+from .workers import WorkerAPI
 
 __all__ = ["DEFAULT_TIMEOUT_CRITICAL", "DEFAULT_TIMEOUT_WARNING", "TaskSupervisor"]
 
@@ -132,7 +133,7 @@ class _Timer:
             self._thread.join()
 
 
-class TaskSupervisor(AloopAPI, ProcessAPI):
+class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
     """Runs tasks of every task type under one set of priorities.
 
     The supervisor starts itself on first use; ``start()`` is needed only to
@@ -845,6 +846,8 @@ class TaskSupervisor(AloopAPI, ProcessAPI):
             ``-1``, handles cancelled); running tasks finish.
         :returns: ``True`` if every task ended before it returned.
         """
+        if self._active and not self._stopping:
+            self._before_stop(wait, cancel_tasks)
         with self._lock:
             if not self._active or self._stopping:
                 return self._unfinished() == 0
