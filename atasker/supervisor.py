@@ -284,7 +284,13 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
         """Names of the task types the loaded plugins provide."""
         return self._registry("task type").names()
 
-    def start(self, *, queue_policy: str | None = None, status_store: str | None = None) -> None:
+    def start(
+        self,
+        *,
+        queue_policy: str | None = None,
+        status_store: str | None = None,
+        trace: str | os.PathLike[str] | None = None,
+    ) -> None:
         """Start the supervisor (idempotent; it also starts on first use).
 
         Loads plugins, selects the queue policy and status store, starts the
@@ -292,11 +298,21 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
 
         :param queue_policy: overrides the constructor's ``queue_policy``.
         :param status_store: overrides the constructor's ``status_store``.
+        :param trace: write a task timeline (Chrome trace-event JSON, see
+            :mod:`atasker.builtin.trace`) to this file until the supervisor
+            stops; ``{name}`` and ``{pid}`` expand.  Default:
+            ``ATASKER_TRACE``; off (no hook registered) when neither is set.
+            Given to an active supervisor, it turns tracing on.
         :raises UnknownTaskTypeError, PluginConflictError: for a policy or store
             name no plugin provides (or two do).
+        :raises OSError: the trace file cannot be opened.
         """
         with self._config_lock:
             if self._active:
+                if trace is not None:
+                    from .builtin import trace as _trace
+
+                    _trace.attach(self, trace)
                 return
             if queue_policy is not None:
                 self._queue_policy_name = queue_policy
@@ -309,6 +325,17 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
             self._policy_type = self._registry("queue policy").get(policy_name)
             scheme = store_url.split(":", 1)[0]
             store = self._registry("status store").get(scheme).factory(store_url, self)
+            # -- tracing (atasker.builtin.trace): imported only when asked for
+            recorder = None
+            if trace is not None or os.environ.get("ATASKER_TRACE"):
+                from .builtin import trace as _trace
+
+                try:
+                    recorder = _trace.open_recorder(self, trace)
+                except BaseException:
+                    store.close()
+                    raise
+            # -- end tracing
             self._store = store
             self._slots = {}
             self._timer = _Timer(f"atasker_{self.name}_timer")
@@ -321,6 +348,8 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
             if not self._ever_started:
                 self._ever_started = True
                 _register_atexit(self)
+            if recorder is not None:  # it closes and unregisters itself on stop
+                self.register_plugin(recorder, name=_trace.PLUGIN_NAME)
         self._call_observer("atasker_supervisor_started", supervisor=self)
 
     def _autostart(self) -> None:
@@ -384,7 +413,8 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
         :param name: shown in task info and logs (default: the function's name).
         :param delay: seconds to wait before joining the queue; holds no slot.
         :param callback: ``callback(result)``, called in this process after
-            the task succeeded (errors are on the handle, not the callback).
+            the task succeeded, before its handle resolves (errors are on the
+            handle, not the callback; a callback that raises is logged).
         :param timeout: per-task run timeout, for task types that support it.
         :param options: task-type specific options (``{"loop": ...}`` for
             coroutine tasks), read by the executor from ``task.options``.
@@ -557,12 +587,14 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
             )
             task.set_exception(exception)
         else:
-            task.set_result(result)
+            # The callback runs before the handle resolves: whoever waits on
+            # the handle can rely on the callback having run.
             if task.callback is not None:
                 try:
                     task.callback(result)
                 except Exception as exc:
                     self._internal_error(exc, f"callback of task {task.id} ({task.name})")
+            task.set_result(result)
         self._finished(task)
         return next_task
 
