@@ -51,7 +51,7 @@ def test_sigkill_workers_while_tasks_run(make_supervisor, figures):
     rnd = random.Random(7)
     killed = 0
     t0 = time.perf_counter()
-    for k in range(kills):
+    for _kill in range(kills):
         # Kill after every n // (kills + 1) completions: spread over the run.
         for _ in range(n // (kills + 1)):
             assert progress.acquire(timeout=WAIT)
