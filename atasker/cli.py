@@ -1,4 +1,4 @@
-"""The ``atasker`` command: ``atasker plugins``, ``atasker demo``."""
+"""The ``atasker`` command: ``atasker plugins``, ``atasker demo``, ``atasker status``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from .status_cli import add_arguments as add_status_arguments
 from .supervisor import TaskSupervisor
 
 __all__ = ["describe_plugins", "main"]
@@ -86,7 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     p_plugins = sub.add_parser("plugins", help="list plugins, task types, policies and stores")
     p_plugins.add_argument("--json", action="store_true", help="machine-readable output")
     p_demo = sub.add_parser("demo", help="watch priorities and reserves at work")
-    p_demo.add_argument("--quick", action="store_true", help="a shorter run")
+    p_demo.add_argument("--quick", action="store_true", help="a shorter run (a few seconds)")
+    p_demo.add_argument(
+        "--engine",
+        choices=("local", "dask"),
+        default="local",
+        help="where CPU-bound tasks run: the process pool, or a local Dask cluster (needs atasker-dask)",
+    )
+    p_demo.add_argument("--out", default="atasker-demo", help="folder for trace.json and timeline.png")
+    p_plot = sub.add_parser("plot", help="draw a trace (start(trace=...), ATASKER_TRACE) as a PNG timeline")
+    p_plot.add_argument("trace", help="trace-event JSON file written by atasker")
+    p_plot.add_argument("-o", "--output", help="PNG file to write (default: the trace's name with .png)")
+    p_plot.add_argument("--title", help="figure title")
+    p_status = sub.add_parser("status", help="live counts and task history from an SQLite status store")
+    add_status_arguments(p_status)
     args = parser.parse_args(argv)
     if args.command == "plugins":
         info = describe_plugins()
@@ -99,5 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(quick=args.quick)
+        return run_demo(quick=args.quick, engine=args.engine, out=args.out)
+    if args.command == "plot":
+        from .plot import run as run_plot
+
+        return run_plot(args.trace, args.output, args.title)
+    if args.command == "status":
+        from .status_cli import run as run_status
+
+        return run_status(args)
     return 2

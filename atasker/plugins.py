@@ -57,6 +57,7 @@ BUILTIN_PLUGINS = (
     "atasker.builtin.coroutine",
     "atasker.builtin.policy",
     "atasker.builtin.memory_store",
+    "atasker.builtin.sqlite_store",
 )
 
 

@@ -38,7 +38,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .aloop import AloopAPI
 from .errors import AtaskerError, SupervisorStoppedError, UnknownTaskTypeError
@@ -54,6 +54,9 @@ from .task import (
 )
 from .types import Executor, Pool, QueuePolicy, StatusStore
 from .workers import WorkerAPI
+
+if TYPE_CHECKING:
+    from .liveview import LiveView
 
 __all__ = ["DEFAULT_TIMEOUT_CRITICAL", "DEFAULT_TIMEOUT_WARNING", "TaskSupervisor"]
 
@@ -325,7 +328,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
             self._policy_type = self._registry("queue policy").get(policy_name)
             scheme = store_url.split(":", 1)[0]
             store = self._registry("status store").get(scheme).factory(store_url, self)
-            # -- tracing (atasker.builtin.trace): imported only when asked for
+            # -- tracing (atasker.builtin.trace): nothing imported or registered unless asked for
             recorder = None
             if trace is not None or os.environ.get("ATASKER_TRACE"):
                 from .builtin import trace as _trace
@@ -459,7 +462,16 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
             self._accepted += 1
         store = self._store
         assert store is not None
-        store.task_queued(task)
+        try:
+            store.task_queued(task)
+        except BaseException:
+            # The task was never queued: un-count it, so stop() cannot wait
+            # for it, and let the caller see the store's error.
+            with self._lock:
+                self._accepted -= 1
+                if self._stopping:
+                    self._all_done.notify_all()
+            raise
         if self._on_queued is not None:
             self._observe(self._on_queued, task)
         if task.delay:
@@ -843,6 +855,11 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
         )
         return info
 
+    @property
+    def status_store(self) -> StatusStore | None:
+        """The status store in use (``None`` before the first start)."""
+        return self._store
+
     def get_tasks(self) -> list[Task]:
         """Every task not yet ended: running, queued and delayed (a snapshot)."""
         with self._lock:
@@ -858,6 +875,18 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
         return self._active and not self._stopping
 
     # -------------------------------------------------------------- lifecycle
+
+    def live(self, total: int | None = None, **options: Any) -> LiveView:
+        """A live terminal view of this supervisor, as a context manager.
+
+        ``with supervisor.live(total=100): ...`` shows per task type the
+        tasks running, pool and reserves in use, waiting per priority and
+        tasks per second (a progress bar with *total*).  See
+        :class:`atasker.liveview.LiveView` for the options.
+        """
+        from .liveview import LiveView
+
+        return LiveView(self, total=total, **options)
 
     def block(self) -> None:
         """Block the calling thread until the supervisor is stopped."""
@@ -986,6 +1015,17 @@ def _register_atexit(supervisor: TaskSupervisor) -> None:
     except RuntimeError:  # the interpreter is already shutting down
         return
     _atexit_registered = True
+
+
+def _forget_supervisors_in_child() -> None:
+    """A forked child inherits the at-exit hook and copies of the supervisors,
+    but not their threads or workers: stopping those copies at the child's
+    exit would act on the parent's resources (e.g. its worker pipes)."""
+    _supervisors.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_supervisors_in_child)
 
 
 def _stop_all() -> None:

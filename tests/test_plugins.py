@@ -458,3 +458,24 @@ def test_unknown_status_store_is_a_clear_error(make_supervisor):
     sup = make_supervisor(start=False, status_store="nosuch:///tmp/x")
     with pytest.raises(LookupError, match="unknown status store 'nosuch'; known status stores: 'memory'"):
         sup.start()
+
+
+def test_status_store_that_raises_on_queue_rejects_the_task_and_stop_still_returns(make_supervisor):
+    class Failing(RecordingStore):
+        def task_queued(self, task):
+            raise OSError("disk gone")
+
+    class FailingPlugin:
+        __name__ = "failing-store"
+
+        @hookimpl
+        def atasker_register_status_stores(self, register):
+            from atasker import StatusStoreType
+
+            register(StatusStoreType("failing", Failing))
+
+    sup = make_supervisor(plugins=[FailingPlugin()], status_store="failing://")
+    assert isinstance(sup.status_store, Failing)
+    with pytest.raises(OSError, match="disk gone"):
+        sup.submit(int)
+    assert sup.stop(wait=WAIT)
