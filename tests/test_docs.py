@@ -63,6 +63,9 @@ def run_page(path: Path) -> dict:
     for value in namespace.values():
         if isinstance(value, Task):
             value.result(WAIT)
+    # Stop the global supervisor (its process workers, aloops) so that later
+    # tests see no leftover children; the next page starts it again.
+    assert atasker.task_supervisor.stop(wait=WAIT)
     return namespace
 
 
