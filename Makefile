@@ -5,14 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PLUGIN_DIRS := $(wildcard plugins/*/pyproject.toml) $(wildcard tests/plugins/*/pyproject.toml)
 
-.PHONY: venv test demo bench lint docs stress clean
+.PHONY: venv test demo timeline bench lint docs stress clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml $(PLUGIN_DIRS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint]' $(foreach p,$(PLUGIN_DIRS),-e $(dir $(p)))
+	$(PY) -m pip install --quiet -e '.[test,lint,demo]' $(foreach p,$(PLUGIN_DIRS),-e $(dir $(p)))
 	touch $(STAMP)
 
 test: venv
@@ -20,6 +20,12 @@ test: venv
 
 demo: venv
 	$(PY) -m atasker demo
+
+# The README's picture: the full demo's timeline.
+timeline: venv
+	$(PY) -m atasker demo --out build/timeline
+	mkdir -p docs/img
+	cp build/timeline/timeline.png docs/img/demo-timeline.png
 
 bench: venv
 	$(PY) bench/bench_threads.py

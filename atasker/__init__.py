@@ -31,6 +31,7 @@ from .errors import (
     WorkerDiedError,
 )
 from .hookspecs import hookimpl, hookspec
+from .liveview import live
 from .locker import LocalProxy, Locker, LockerTimeoutError, g
 from .process import *  # noqa: F403  (the process-task API, see process.__all__)
 from .supervisor import TaskSupervisor
@@ -111,6 +112,7 @@ __all__ = [
     "background_task",
     "hookimpl",
     "hookspec",
+    "live",
     "task_supervisor",
     "wait_completed",
     *_aloop.__all__,

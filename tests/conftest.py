@@ -29,6 +29,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "ATASKER_QUEUE_POLICY",
         "ATASKER_STATUS_STORE",
         "ATASKER_DEBUG_PLUGINS",
+        "ATASKER_TRACE",
+        "ATASKER_DASK_ADDRESS",
+        "ATASKER_UVLOOP",
     ):
         monkeypatch.delenv(name, raising=False)
 
