@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PLUGIN_DIRS := $(wildcard plugins/*/pyproject.toml) $(wildcard tests/plugins/*/pyproject.toml)
 
-.PHONY: venv test demo timeline bench lint docs stress clean
+.PHONY: venv test demo timeline bench bench-quick lint docs stress clean
 
 venv: $(STAMP)
 
@@ -27,8 +27,12 @@ timeline: venv
 	mkdir -p docs/img
 	cp build/timeline/timeline.png docs/img/demo-timeline.png
 
+# Every benchmark compares against its peer in the same run and prints ratios.
 bench: venv
-	$(PY) bench/bench_threads.py
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+bench-quick: venv
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
 
 stress: venv
 	ATASKER_STRESS=1 ATASKER_FIGURES=reliability-figures.json $(PY) -m pytest -q tests/reliability
