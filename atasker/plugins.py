@@ -282,9 +282,7 @@ class Registry(Generic[T]):
         if not candidates:
             known = ", ".join(repr(n) for n in self.names()) or "none"
             plural = self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"
-            raise self._unknown_error(
-                f"unknown {self.kind} {name!r}; known {plural}: {known}" + self._pm.broken_note()
-            )
+            raise self._unknown_error(f"unknown {self.kind} {name!r}; known {plural}: {known}" + self._pm.broken_note())
         if len(candidates) == 1:
             return candidates[0][0]
         chosen = self._providers.get(name)
