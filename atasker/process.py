@@ -1,14 +1,195 @@
 """Process tasks: ``create_mp_pool``, ``set_mp_pool``, ``co_mp_apply``.
 
-(Placeholder: filled in by the process-tasks issue.)
+The task type itself (``TT_MP``, the worker processes) is the built-in plugin
+:mod:`atasker.builtin.mp`; this module holds what users call:
+
+* :meth:`ProcessAPI.create_mp_pool` / :meth:`ProcessAPI.set_mp_pool` --
+  methods of :class:`~atasker.TaskSupervisor`;
+* :func:`co_mp_apply` -- await a process task from a coroutine;
+* the errors a process task can end with besides its own exception:
+  :class:`~atasker.WorkerDiedError` (its subclass :class:`ProcessDiedError`),
+  :class:`TaskPicklingError`, and :class:`RemoteTraceback`, chained as
+  ``__cause__`` of an exception raised in a worker.
 """
 
 from __future__ import annotations
 
-from ._extension import SupervisorExtension
+import asyncio
+import pickle
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-__all__: list[str] = []
+from ._extension import SupervisorExtension
+from .errors import AtaskerError, WorkerDiedError
+
+if TYPE_CHECKING:
+    from .supervisor import TaskSupervisor
+
+__all__ = [
+    "ProcessDiedError",
+    "RemoteTraceback",
+    "TaskPicklingError",
+    "co_mp_apply",
+]
+
+TT_MP = "mp"
+
+#: ``create_mp_pool`` keywords besides the pool sizes (see its docstring).
+_POOL_OPTIONS = frozenset({"start_method", "initializer", "initargs", "max_tasks_per_child", "idle_timeout"})
+_SIZE_OPTIONS = ("pool_size", "reserve_normal", "reserve_high")
+#: The original atasker passed these on to ``multiprocessing.Pool``.
+_ALIASES = {"processes": "pool_size", "maxtasksperchild": "max_tasks_per_child", "context": "start_method"}
+
+
+class ProcessDiedError(WorkerDiedError):
+    """The worker process running a task died (``os._exit``, a signal, a crash).
+
+    Only the task it was running fails; the worker is replaced.
+
+    :ivar pid: the process id of the dead worker.
+    :ivar exitcode: its exit code; ``-N`` when killed by signal ``N``.
+    """
+
+    def __init__(self, message: str, pid: int | None = None, exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.pid, self.exitcode))
+
+
+class TaskPicklingError(AtaskerError, pickle.PicklingError, TypeError):
+    """A process task's function, arguments, result or exception could not be pickled.
+
+    Raised by ``submit`` / ``background_task(...)()`` for the function and the
+    arguments (the message says which argument, and why); set on the task's
+    handle for a result, or an exception, that cannot travel back from the
+    worker.  It is a :class:`TypeError` and a :class:`pickle.PicklingError`,
+    so code that catches what :mod:`pickle` raises keeps working.
+    """
+
+
+class RemoteTraceback(Exception):
+    """The formatted traceback of an exception raised in a worker process.
+
+    Chained as ``__cause__`` of the exception a process task raised, so that
+    tracebacks show where it happened in the worker; the text is also in
+    :attr:`tb`.
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb.rstrip()}\n"""'
 
 
 class ProcessAPI(SupervisorExtension):
-    """The supervisor's process-pool methods."""
+    """The supervisor's process-pool methods (mixed into :class:`~atasker.TaskSupervisor`)."""
+
+    def create_mp_pool(self, **kwargs: Any) -> None:
+        """Configure the process pool of ``TT_MP`` tasks.
+
+        The pool also creates itself with defaults on first use; call this to
+        change them.  If the supervisor is running, ``pool_size`` workers are
+        started now (in the background); otherwise they start on first use.
+        Workers already running with other options are replaced: idle ones at
+        once, busy ones when their task ends.
+
+        :keyword pool_size: worker processes for any priority (default: the
+            number of CPUs this process may use); ``processes`` is accepted
+            as in ``multiprocessing.Pool``.
+        :keyword reserve_normal: extra workers for NORMAL and above (2).
+        :keyword reserve_high: extra workers for HIGH and above (2).
+        :keyword start_method: ``"forkserver"`` (default where available),
+            ``"spawn"`` or ``"fork"``, or a ``multiprocessing`` context;
+            default also from ``ATASKER_MP_START_METHOD``.  ``fork`` is fast
+            but unsafe in a process with threads (and the supervisor has
+            some): a lock held by another thread at fork time stays locked in
+            the worker forever.
+        :keyword initializer: ``initializer(*initargs)`` runs in each worker
+            when it starts; if it raises, tasks sent to that worker fail with
+            :class:`ProcessDiedError` naming the error.
+        :keyword initargs: arguments of *initializer*.
+        :keyword max_tasks_per_child: replace a worker after this many tasks
+            (``maxtasksperchild``; default: never).
+        :keyword idle_timeout: seconds an idle worker beyond ``pool_size``
+            lives before it exits (default 10).
+        :raises TypeError: an unknown keyword.
+        :raises ValueError: a bad value (unknown start method, negative size, ...).
+        """
+        options: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            key = _ALIASES.get(key, key)
+            if key not in _POOL_OPTIONS and key not in _SIZE_OPTIONS:
+                known = ", ".join(sorted({*_POOL_OPTIONS, *_SIZE_OPTIONS, *_ALIASES}))
+                raise TypeError(f"create_mp_pool() got an unexpected keyword {key!r}; known: {known}")
+            options[key] = value
+        sizes = {key: options.pop(key) for key in _SIZE_OPTIONS if key in options}
+        from .builtin.mp import check_options
+
+        check_options(options)
+        sup: TaskSupervisor = self  # type: ignore[assignment]
+        with sup._config_lock:
+            merged = {**(getattr(self, "_mp_options", None) or {}), **options}
+            self._mp_options = merged
+            if sizes:
+                sup.set_pool(TT_MP, **sizes)
+            active = sup.is_active()
+        if active:
+            executor = sup.executor(TT_MP)
+            executor.configure(merged)  # type: ignore[attr-defined]
+            executor.prestart()  # type: ignore[attr-defined]
+
+    def set_mp_pool(
+        self,
+        pool_size: int | None = None,
+        reserve_normal: int | None = None,
+        reserve_high: int | None = None,
+    ) -> None:
+        """Change the process pool size and reserves, also while running.
+
+        Arguments left ``None`` keep their value.  Growing the pool starts
+        waiting tasks at once (workers start as they are needed); shrinking
+        it retires idle workers now and busy ones when their task ends.
+        ``pool_size=0`` means one worker per CPU, usable by any priority.
+        """
+        self.set_pool(TT_MP, pool_size, reserve_normal, reserve_high)  # type: ignore[attr-defined]
+
+
+async def co_mp_apply(
+    f: Callable[..., Any],
+    args: tuple[Any, ...] | list[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    priority: int | None = None,
+    delay: float | None = None,
+    supervisor: TaskSupervisor | None = None,
+) -> Any:
+    """Run ``f(*args, **kwargs)`` as a process task and await its result.
+
+    Awaitable from any running event loop; the loop is never blocked while
+    the task waits or runs.  Cancelling the awaiting coroutine cancels the
+    task (a running one is stopped: its worker is killed and replaced).
+
+    :param f: the function; it must be picklable (any importable function,
+        and also lambdas, closures and functions defined in ``__main__``).
+    :param args: positional arguments.
+    :param kwargs: keyword arguments.
+    :param priority: task priority (default ``TASK_NORMAL``).
+    :param delay: seconds to wait before the task joins its queue.
+    :param supervisor: the supervisor (default ``atasker.task_supervisor``).
+    :returns: what *f* returned.
+    :raises Exception: what *f* raised (its traceback in the worker chained
+        as a :class:`RemoteTraceback`), :class:`ProcessDiedError`,
+        :class:`TaskPicklingError`, or :class:`SupervisorStoppedError`.
+    """
+    if supervisor is None:
+        from . import task_supervisor as supervisor
+    assert supervisor is not None
+    submit_kwargs: dict[str, Any] = {"tt": TT_MP, "delay": delay}
+    if priority is not None:
+        submit_kwargs["priority"] = priority
+    task = supervisor.submit(f, tuple(args), dict(kwargs) if kwargs else {}, **submit_kwargs)
+    return await asyncio.wrap_future(task)

@@ -1,1 +1,414 @@
-"""Task type placeholder (filled in by its issue)."""
+"""Task type ``"mp"`` (TT_MP): functions run in a crash-proof pool of worker processes.
+
+::
+
+    submitting thread               manager thread                 worker processes
+    ─────────────────               ──────────────                 ────────────────
+    submit ─▶ validate: pickle
+    supervisor admits ─▶ start ──── idle worker: send ───────────▶ run ─┐
+                          └─ none: pending ─▶ spawn a worker, send ─▶ run ─┤
+                                    poll ◀──────────────── reply ───────┘
+                                     ├─▶ worker idle ─▶ task_done (result | exception)
+                                     ├─▶ sentinel: died ─▶ task_done(ProcessDiedError), replace
+                                     └─▶ deadline: timeout ─▶ kill ─▶ TimeoutError, replace
+
+* **Modules.**  This one: the task type plugin and :class:`MPExecutor`, the
+  executor protocol the supervisor calls.  :mod:`~atasker.builtin.mp_manager`:
+  worker processes and the manager thread.  :mod:`~atasker.builtin.mp_worker`:
+  the loop each worker runs, the wire format, pickling.
+* **Crash-proof.**  Every worker has its own pipes and runs one task at a
+  time: a worker that dies (``os._exit``, SIGKILL, a segfault) fails only
+  its own task, with :class:`~atasker.process.ProcessDiedError` (a
+  :class:`~atasker.WorkerDiedError`), and is replaced.
+* **Event-driven.**  The manager thread sleeps in ``epoll`` on the reply
+  pipes, the process sentinels and a wake-up pipe, with the next deadline as
+  timeout: a reply, a death or a timeout is handled at once; nothing polls.
+* **No queue of its own.**  The supervisor admits at most :meth:`capacity`
+  tasks (one per worker), applying priorities and reserves first, so a
+  started task always has a worker: an idle one, or a new one.  Workers
+  start on first use; those beyond ``pool_size`` exit after ``idle_timeout``.
+* **Pickled at submission**, so an unpicklable function or argument raises
+  :class:`~atasker.process.TaskPicklingError` in the submitting thread, and
+  the arguments are captured at that moment.  Functions and classes from
+  ``__main__``, lambdas and closures go by value (cloudpickle).
+* **Callbacks** run in the manager thread (as ``multiprocessing.Pool``
+  callbacks run in its result thread): keep them short.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import multiprocessing.util
+import os
+import pickle
+import threading
+import types
+import weakref
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..hookspecs import hookimpl
+from ..process import TaskPicklingError
+from ..task import Task
+from ..types import Pool, TaskType
+from .mp_manager import WorkerManager
+from .mp_worker import PLAIN_TYPES, PROTOCOL, describe, dumps
+
+if TYPE_CHECKING:
+    from ..supervisor import TaskSupervisor
+
+__all__ = ["TT_MP", "MPExecutor", "check_options", "cpu_count", "default_start_method"]
+
+TT_MP = "mp"
+
+#: Extra workers for NORMAL and HIGH tasks.  Processes are costly (memory,
+#: start-up) and CPU-bound work gains nothing from oversubscribing cores, so
+#: the reserves are smaller than the thread pool's 5/5: two workers each are
+#: enough for urgent tasks not to wait behind a pool full of LOW work.
+DEFAULT_RESERVE_NORMAL = 2
+DEFAULT_RESERVE_HIGH = 2
+#: Seconds an idle worker beyond ``pool_size`` lives before it exits.
+IDLE_TIMEOUT = 10.0
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_start_method() -> str:
+    """``ATASKER_MP_START_METHOD``, else ``forkserver`` where available, else ``spawn``.
+
+    Both are safe in a process with threads (the supervisor has some);
+    ``fork`` is not, and is used only when asked for.
+    """
+    env = os.environ.get("ATASKER_MP_START_METHOD", "").strip()
+    if env:
+        return env
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _context(start_method: Any) -> Any:
+    if start_method is None:
+        start_method = default_start_method()
+    if isinstance(start_method, str):
+        methods = multiprocessing.get_all_start_methods()
+        if start_method not in methods:
+            raise ValueError(f"unknown start method {start_method!r}; this platform has {', '.join(methods)}")
+        return multiprocessing.get_context(start_method)
+    if hasattr(start_method, "Process") and hasattr(start_method, "get_start_method"):
+        return start_method
+    raise ValueError(f"start_method must be a start method name or a multiprocessing context, got {start_method!r}")
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Validate ``create_mp_pool`` options other than the sizes; raise on bad ones."""
+    _context(options.get("start_method"))
+    initializer = options.get("initializer")
+    if initializer is not None and not callable(initializer):
+        raise TypeError(f"initializer must be callable, got {initializer!r}")
+    max_tasks = options.get("max_tasks_per_child")
+    if max_tasks is not None and (type(max_tasks) is not int or max_tasks <= 0):
+        raise ValueError(f"max_tasks_per_child must be an int > 0 or None, got {max_tasks!r}")
+    idle = options.get("idle_timeout")
+    if idle is not None and (isinstance(idle, bool) or not isinstance(idle, (int, float)) or idle <= 0):
+        raise ValueError(f"idle_timeout must be a number of seconds > 0 or None, got {idle!r}")
+
+
+class MPExecutor(WorkerManager):
+    """Runs process tasks for one supervisor on worker processes it manages.
+
+    Created by the supervisor on first use of ``TT_MP``; options come from
+    :meth:`~atasker.TaskSupervisor.create_mp_pool`.  Thread-safe.
+    """
+
+    def __init__(self, supervisor: TaskSupervisor, pool: Pool) -> None:
+        self._pool = pool
+        self._start_method = ""
+        self._init = None
+        self._max_tasks = None
+        self._idle_timeout = IDLE_TIMEOUT
+        # A copy of this executor in a forked child owns nothing: no manager
+        # thread, and descriptors that belong to the parent.
+        self._forked = False
+        self._refresh_sizes()
+        self._init_manager(supervisor)
+        self.configure(getattr(supervisor, "_mp_options", None) or {})
+        _executors.add(self)
+
+    # ------------------------------------------------------------ configuration
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        """Apply ``create_mp_pool`` options; workers started with others are replaced."""
+        check_options(options)
+        ctx = _context(options.get("start_method"))
+        initializer = options.get("initializer")
+        init = None
+        if initializer is not None:
+            initargs = tuple(options.get("initargs") or ())
+            try:
+                init = dumps((initializer, initargs))
+            except Exception as exc:
+                raise TaskPicklingError(
+                    f"the initializer of the process pool ({describe(initializer)}) or its arguments "
+                    f"cannot be pickled: {type(exc).__name__}: {exc}"
+                ) from exc
+        if ctx.get_start_method() == "fork":
+            # A forked worker inherits the module locks other threads hold at
+            # that moment; a module the worker may need and this process
+            # imports lazily could be half-imported then, and the worker would
+            # deadlock on it.  Import it before any fork.
+            import cloudpickle  # noqa: F401
+        with self._lock:
+            changed = bool(self._start_method) and (ctx.get_start_method() != self._start_method or init != self._init)
+            self._ctx = ctx
+            self._start_method = ctx.get_start_method()
+            self._init = init
+            self._max_tasks = options.get("max_tasks_per_child")
+            self._idle_timeout = options.get("idle_timeout") or IDLE_TIMEOUT
+            if not changed:
+                return
+            self._generation += 1
+            victims = self._take_idle(len(self._idle))
+        self._retire(victims)
+
+    @property
+    def start_method(self) -> str:
+        """The start method of new workers: ``forkserver``, ``spawn`` or ``fork``."""
+        return self._start_method
+
+    def capacity(self) -> int:
+        """Worker processes at most: ``pool_size`` (0: the CPU count) plus both reserves."""
+        return self._capacity
+
+    def _refresh_sizes(self) -> None:
+        pool = self._pool
+        size = pool.pool_size or cpu_count()
+        self._capacity = max(1, size + pool.reserve_normal + pool.reserve_high)
+        self._target = min(size, self._capacity)
+
+    def resize(self, pool: Pool) -> None:
+        """Retire idle workers beyond the new capacity (busy ones when their task ends)."""
+        with self._lock:
+            self._refresh_sizes()
+            victims = self._take_idle(len(self._workers) - self._retiring - self._capacity)
+            if len(self._workers) - self._retiring > self._target:
+                for w in self._idle:
+                    if not w.idle_armed:
+                        self._arm_idle(w)
+        self._retire(victims)
+        self._wake()
+
+    def prestart(self) -> None:
+        """Start ``pool_size`` workers now (in the background), so first tasks do not wait."""
+        with self._lock:
+            self._spawn_requests = max(self._spawn_requests, self._target - len(self._workers))
+        self._wake()
+
+    # ------------------------------------------------------------ executor protocol
+
+    def validate(self, task: Task) -> None:
+        """Pickle the task now; raise :class:`TaskPicklingError` naming what cannot be pickled."""
+        timeout = task.timeout
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+        func, args, kwargs = task.func, task.args, task.kwargs
+        payload = (task.id, func, args, kwargs)
+        if (
+            type(func) is types.FunctionType
+            and func.__module__ != "__main__"
+            and not kwargs
+            and all(type(a) in PLAIN_TYPES for a in args)
+        ):
+            # The common case: a module-level function and plain arguments,
+            # for which the plain C pickler writes the same bytes as dumps().
+            try:
+                task.executor_data = pickle.dumps(payload, PROTOCOL)
+                return
+            except Exception:
+                pass  # a lambda or a closure: by value, below
+        try:
+            task.executor_data = dumps(payload)
+        except Exception as exc:
+            raise _pickling_error(task, exc) from exc
+
+    def start(self, task: Task) -> None:
+        """Send the task to an idle worker, or have the manager thread start one for it."""
+        if self._forked:
+            raise RuntimeError("this process pool belongs to the parent process (this is a forked child)")
+        with self._lock:
+            if not self._idle:
+                if self._closing and not self._thread.is_alive():
+                    raise RuntimeError("the process pool is shut down")
+                self._pending.append(task)
+                w = None
+            else:
+                w = self._idle.pop()
+                data = self._assign(w, task)
+                wake = task.timeout is not None and w.ready
+        if w is None:
+            self._wake()
+            return
+        self._send(w, data)
+        if wake:
+            self._wake()  # a new deadline
+
+    def cancel(self, task: Task) -> bool:
+        """Stop a running task: kill its worker (which is replaced); ``True`` if it will end cancelled."""
+        with self._lock:
+            if task in self._pending:
+                self._pending.remove(task)
+            else:
+                w = task.executor_data
+                if not hasattr(w, "fate") or w.task is not task:
+                    return False
+                if w.fate is None:
+                    w.fate = "cancel"
+                    self._kill(w)
+                return w.fate == "cancel"
+        self._count("cancelled")
+        self._supervisor.task_done(task, cancelled=True)
+        return True
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Ask workers to exit (busy ones after their task); with *wait*, until all have."""
+        if self._forked:
+            return  # the parent's workers are the parent's business
+        with self._lock:
+            self._closing = True
+            victims = self._take_idle(len(self._idle))
+        self._retire(victims)
+        self._wake()
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def kill_workers(self, wait: float = 5.0) -> None:
+        """Kill every worker now; their tasks end cancelled.  For interpreter exit.
+
+        :param wait: seconds to wait for the manager thread to see them die.
+        """
+        with self._lock:
+            self._closing = True
+            for w in self._workers:
+                if w.task is not None and w.fate is None:
+                    w.fate = "cancel"
+                self._kill(w)
+        self._wake()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(wait)
+
+    # ------------------------------------------------------------ information
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        with self._lock:
+            return sorted(w.pid for w in self._workers)
+
+    def wait_workers(self, count: int, timeout: float | None = None, exclude: Collection[int] = ()) -> bool:
+        """Wait until exactly *count* workers are alive, ready and not retiring.
+
+        For warming up (``create_mp_pool`` then ``wait_workers(pool_size)``)
+        and for tests.  With *exclude*, also until none of those pids is
+        among them (a dead worker has been replaced).  Returns ``False`` if
+        *timeout* passed first.
+        """
+
+        def settled() -> bool:
+            live = [w for w in self._workers if not w.retiring]
+            return len(live) == count and all(w.ready and w.pid not in exclude for w in live)
+
+        with self._changed:
+            return self._changed.wait_for(settled, timeout)
+
+    def statistics(self) -> dict[str, Any]:
+        """Workers (live, idle, busy, retiring), pending tasks and counters.
+
+        Counters: ``spawned`` workers, ``died`` (tasks whose worker died,
+        including kills for a timeout or a cancel), ``timeouts``,
+        ``cancelled``.
+        """
+        with self._lock:
+            return {
+                "start_method": self._start_method,
+                "workers": len(self._workers),
+                "idle": len(self._idle),
+                "busy": sum(1 for w in self._workers if w.task is not None),
+                "retiring": self._retiring,
+                "pending": len(self._pending),
+                "capacity": self._capacity,
+                **self._stats,
+            }
+
+
+_executors: weakref.WeakSet[MPExecutor] = weakref.WeakSet()
+
+
+def _disown_in_child() -> None:
+    for executor in list(_executors):
+        executor._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_in_child)
+
+
+def _kill_leftovers() -> None:
+    """At exit: kill workers whose task outlived ``stop(wait=N)``.
+
+    Workers are not daemonic (a task may start processes of its own), so
+    ``multiprocessing`` joins them at exit: a task stuck forever would make
+    the interpreter hang.  Registered after ``multiprocessing.util``'s exit
+    function, so it runs before it.  (An orderly ``stop()`` -- also the one
+    the supervisor does at exit -- leaves nothing for this to do.)
+    """
+    for executor in list(_executors):
+        if not executor._forked:
+            executor.kill_workers()
+
+
+atexit.register(_kill_leftovers)
+
+
+def _pickling_error(task: Task, exc: Exception) -> TaskPicklingError:
+    """Name what in a task cannot be pickled (the function, which argument)."""
+    why = f"{type(exc).__name__}: {exc}"
+    what = None
+    try:
+        dumps(task.func)
+    except Exception as e:
+        what, why = f"its function ({describe(task.func)})", f"{type(e).__name__}: {e}"
+    else:
+        for i, arg in enumerate(task.args):
+            try:
+                dumps(arg)
+            except Exception as e:
+                what, why = f"positional argument {i} ({describe(arg)})", f"{type(e).__name__}: {e}"
+                break
+        else:
+            for key, value in task.kwargs.items():
+                try:
+                    dumps(value)
+                except Exception as e:
+                    what, why = f"keyword argument {key!r} ({describe(value)})", f"{type(e).__name__}: {e}"
+                    break
+    return TaskPicklingError(
+        f"process task {task.name!r} cannot be sent to a worker process: {what or 'it'} cannot be pickled: {why}"
+    )
+
+
+@hookimpl
+def atasker_register_task_types(register):
+    register(
+        TaskType(
+            TT_MP,
+            MPExecutor,
+            pool_size=cpu_count,
+            reserve_normal=DEFAULT_RESERVE_NORMAL,
+            reserve_high=DEFAULT_RESERVE_HIGH,
+            doc="run the function in a worker process (crash-proof pool; forkserver by default)",
+        )
+    )

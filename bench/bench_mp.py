@@ -1,0 +1,259 @@
+"""Process tasks: atasker against multiprocessing.Pool and ProcessPoolExecutor.
+
+Run: ``python bench/bench_mp.py [--quick] [--start-method forkserver]``.
+
+Measures, for the three in the same run and with the same start method
+(medians of several rounds, peers and atasker interleaved):
+
+* throughput -- 5,000 tiny tasks (``x * x``) on 2 worker processes, submit
+  all then wait for all;
+* round trip -- idle warm pool, submit one task and wait for its result
+  (p50 / p99);
+* death to error -- a worker running a task is SIGKILLed: time until the
+  error is on the task's handle (``multiprocessing.Pool`` never reports it:
+  the task hangs; ``ProcessPoolExecutor`` reports it and breaks the pool);
+* cloudpickle -- what a lambda costs against a module-level function
+  (pickling alone, and tasks per second).
+
+Prints each figure and the ratios atasker / peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import importlib
+import multiprocessing
+import os
+import pickle
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from atasker import TT_MP, TaskSupervisor
+from atasker.builtin.mp_worker import dumps
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+if __name__ == "__main__":
+    # Run from __main__, these functions would be pickled by reference by the
+    # peers but by value by atasker (which cannot count on a worker being able
+    # to import __main__): use them from the importable module instead.
+    _self = importlib.import_module("bench.bench_mp")
+    square, sleep = _self.square, _self.sleep  # type: ignore[assignment]
+
+
+def _main_square(x: int) -> int:
+    """A function of the script itself: pickled by value, like a lambda."""
+    return x * x
+
+
+def median_of(rounds: int, run: Callable[[], float]) -> float:
+    return statistics.median(run() for _ in range(rounds))
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ------------------------------------------------------------------ the three pools
+
+
+class Atasker:
+    name = "atasker"
+
+    def __init__(self, method: str, workers: int) -> None:
+        self.sup = TaskSupervisor(autoload=False, name="bench")
+        self.sup.start()
+        self.sup.create_mp_pool(pool_size=workers, reserve_normal=0, reserve_high=0, start_method=method)
+        self.executor = self.sup.executor(TT_MP)
+        self.executor.wait_workers(workers, 60)
+
+    def submit(self, f: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        return self.sup.submit(f, args, tt=TT_MP)
+
+    def worker_pids(self) -> list[int]:
+        return self.executor.worker_pids()
+
+    def close(self) -> None:
+        self.sup.stop()
+
+
+class MPPool:
+    name = "multiprocessing.Pool"
+
+    def __init__(self, method: str, workers: int) -> None:
+        self.pool = multiprocessing.get_context(method).Pool(workers)
+
+    def submit(self, f: Callable[..., Any], *args: Any) -> Any:
+        return self.pool.apply_async(f, args)
+
+    @staticmethod
+    def result(handle: Any, timeout: float | None = None) -> Any:
+        return handle.get(timeout)
+
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self.pool._pool]  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+
+class PPE:
+    name = "ProcessPoolExecutor"
+
+    def __init__(self, method: str, workers: int) -> None:
+        self.ex = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+
+    def submit(self, f: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        return self.ex.submit(f, *args)
+
+    def worker_pids(self) -> list[int]:
+        return list(self.ex._processes)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.ex.shutdown(wait=True, cancel_futures=True)
+
+
+def result(pool: Any, handle: Any, timeout: float | None = None) -> Any:
+    return pool.result(handle, timeout) if hasattr(pool, "result") else handle.result(timeout)
+
+
+# ------------------------------------------------------------------ measurements
+
+
+def throughput(pool: Any, n: int, func: Callable[..., Any] = square) -> float:
+    result(pool, pool.submit(func, 1), 60)  # warm
+    t0 = time.perf_counter()
+    handles = [pool.submit(func, i) for i in range(n)]
+    for handle in handles:
+        result(pool, handle, 60)
+    return n / (time.perf_counter() - t0)
+
+
+def round_trip(pool: Any, n: int) -> list[float]:
+    result(pool, pool.submit(square, 1), 60)
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        result(pool, pool.submit(square, i), 60)
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def death_to_error(pool: Any, limit: float = 2.0) -> float | None:
+    """SIGKILL the worker running a task; seconds until its handle has the error."""
+    result(pool, pool.submit(square, 1), 60)
+    handle = pool.submit(sleep, 30)
+    # One worker: the task is on it as soon as the worker picked it up.
+    time.sleep(0.2)  # (a benchmark, not a test: give every pool time to start it)
+    pid = pool.worker_pids()[0]
+    t0 = time.perf_counter()
+    os.kill(pid, signal.SIGKILL)
+    try:
+        result(pool, handle, limit)
+    except multiprocessing.TimeoutError:
+        return None  # multiprocessing.Pool: never
+    except concurrent.futures.TimeoutError:
+        return None
+    except Exception:
+        return time.perf_counter() - t0
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and samples")
+    parser.add_argument("--start-method", default="forkserver", choices=multiprocessing.get_all_start_methods())
+    opts = parser.parse_args()
+    rounds = 3 if opts.quick else 7
+    n_tasks = 5000
+    n_rt = 200 if opts.quick else 1000
+    method = opts.start_method
+    workers = 2
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, start method {method}, {workers} workers")
+
+    # Throughput: pools are built once, rounds interleaved so that machine
+    # noise hits all three alike.
+    pools = [cls(method, workers) for cls in (MPPool, PPE, Atasker)]
+    tput: dict[str, list[float]] = {p.name: [] for p in pools}
+    for _ in range(rounds):
+        for p in pools:
+            tput[p.name].append(throughput(p, n_tasks))
+    rts = {p.name: round_trip(p, n_rt) for p in pools}
+    for p in pools:
+        p.close()
+
+    base, ppe, ours = (
+        statistics.median(tput[name]) for name in ("multiprocessing.Pool", "ProcessPoolExecutor", "atasker")
+    )
+    print(f"\nthroughput, {n_tasks} x*x tasks, median of {rounds} (tasks/s):")
+    for name in tput:
+        value = statistics.median(tput[name])
+        print(f"  {name:22s} {value:9.0f}   (rounds: {', '.join(f'{v:.0f}' for v in tput[name])})")
+    print(f"  atasker / multiprocessing.Pool = {ours / base:.2f}x;  atasker / ProcessPoolExecutor = {ours / ppe:.2f}x")
+
+    print(f"\nround trip, idle warm pool, {n_rt} samples (ms):")
+    for name, samples in rts.items():
+        print(f"  {name:22s} p50 {1e3 * pct(samples, 0.5):7.3f}   p99 {1e3 * pct(samples, 0.99):7.3f}")
+    p50 = {name: pct(s, 0.5) for name, s in rts.items()}
+    print(
+        f"  atasker p50 / multiprocessing.Pool = {p50['atasker'] / p50['multiprocessing.Pool']:.2f}x;"
+        f"  / ProcessPoolExecutor = {p50['atasker'] / p50['ProcessPoolExecutor']:.2f}x"
+    )
+
+    print("\ndeath to error: SIGKILL the worker running a task (s):")
+    deaths = []
+    for _ in range(3 if opts.quick else 7):
+        pool = Atasker(method, 1)
+        deaths.append(death_to_error(pool))
+        pool.close()
+    ok = [d for d in deaths if d is not None]
+    med, worst = statistics.median(ok) * 1e3, max(ok) * 1e3
+    print(f"  atasker                median {med:.2f} ms, max {worst:.2f} ms (pool keeps serving)")
+    for cls in (PPE, MPPool):
+        pool = cls(method, 1)
+        d = death_to_error(pool)
+        verdict = "no error after 2 s: the task hangs forever" if d is None else f"{d * 1e3:.2f} ms"
+        extra = " (and the whole pool is broken)" if cls is PPE and d is not None else ""
+        print(f"  {pool.name:22s} {verdict}{extra}")
+        pool.close()
+
+    print("\ncloudpickle (lambdas, closures, __main__ functions go by value):")
+    payload = (1, square, (7,), {})
+    lam = (1, lambda x: x * x, (7,), {})
+    main_func = (1, _main_square, (7,), {})
+    for label, obj in (("module function", payload), ("lambda", lam), ("__main__ function", main_func)):
+        t0 = time.perf_counter()
+        for _ in range(2000):
+            data = dumps(obj)
+        t1 = time.perf_counter()
+        for _ in range(2000):
+            pickle.loads(data)
+        t2 = time.perf_counter()
+        dump_us, load_us = (t1 - t0) / 2 * 1e3, (t2 - t1) / 2 * 1e3
+        print(f"  {label:17s} {len(data):4d} bytes, dumps {dump_us:6.1f} us, loads {load_us:6.1f} us")
+    pool = Atasker(method, workers)
+    by_ref = median_of(rounds, lambda: throughput(pool, n_tasks))
+    by_value = median_of(rounds, lambda: throughput(pool, n_tasks, lambda x: x * x))
+    pool.close()
+    print(f"  tasks/s: module function {by_ref:.0f}, lambda {by_value:.0f} ({by_value / by_ref:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
