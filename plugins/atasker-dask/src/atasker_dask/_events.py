@@ -1,0 +1,123 @@
+"""The executor's one reporting thread: finished futures, jobs and timers.
+
+Dask runs future callbacks on one thread of its own and its client's work
+on an event loop; neither may run atasker's ``task_done`` (it calls user
+callbacks and hooks, which may be slow).  So callbacks only hand futures
+over, and this thread does the rest, in batches: every future that finished
+while it was busy is gathered with one ``client.gather`` call.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["EventThread"]
+
+logger = logging.getLogger("atasker.dask")
+
+
+class EventThread:
+    """Runs ``on_batch(futures)``, posted jobs and due timers, in that order.
+
+    Sleeps on a condition until there is work or a timer is due; never polls.
+    Started on first use; :meth:`stop` ends it after the work already posted.
+    """
+
+    def __init__(self, name: str, on_batch: Callable[[list[Any]], None]) -> None:
+        self._name = name
+        self._on_batch = on_batch
+        self._cond = threading.Condition(threading.Lock())
+        self._done: list[Any] = []
+        self._jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._timers: list[tuple[float, int, Callable[..., Any], tuple[Any, ...]]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def _ensure_thread(self) -> None:
+        # Called with _cond held.
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def add_done(self, future: Any) -> None:
+        """A future finished (called from Dask's callback thread)."""
+        with self._cond:
+            if self._stopped:
+                return
+            self._done.append(future)
+            self._ensure_thread()
+            self._cond.notify()
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Run ``fn(*args)`` on this thread soon; ``False`` once stopped."""
+        with self._cond:
+            if self._stopped:
+                return False
+            self._jobs.append((fn, args))
+            self._ensure_thread()
+            self._cond.notify()
+            return True
+
+    def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on this thread at ``time.monotonic()`` *when*."""
+        with self._cond:
+            if self._stopped:
+                return
+            heapq.heappush(self._timers, (when, next(self._seq), fn, args))
+            self._ensure_thread()
+            self._cond.notify()
+
+    def is_current(self) -> bool:
+        """Whether the caller runs on this thread."""
+        return self._thread is threading.current_thread()
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            due: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+            with cond:
+                while not (self._done or self._jobs):
+                    if self._stopped:
+                        return  # stop() dropped the timers
+                    delay = None
+                    if self._timers:
+                        delay = self._timers[0][0] - time.monotonic()
+                        if delay <= 0:
+                            break
+                    cond.wait(delay)
+                done, self._done = self._done, []
+                jobs, self._jobs = self._jobs, []
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    _, _, fn, args = heapq.heappop(self._timers)
+                    due.append((fn, args))
+            if done:
+                self._call(self._on_batch, (done,))
+            for fn, args in jobs:
+                self._call(fn, args)
+            for fn, args in due:
+                self._call(fn, args)
+
+    @staticmethod
+    def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception:  # one bad job must not end the thread
+            logger.exception("atasker-dask: %r failed", fn)
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop after the futures and jobs already posted (timers are dropped)."""
+        with self._cond:
+            self._stopped = True
+            self._timers.clear()
+            thread = self._thread
+            self._cond.notify()
+        if wait and thread is not None and thread is not threading.current_thread():
+            thread.join()

@@ -1,0 +1,200 @@
+"""Where a supervisor's dask tasks run: :func:`configure` and :func:`local_cluster`.
+
+Settings are per supervisor and read when the dask executor connects (on
+the first dask task, and again after a lost connection).  Without
+:func:`configure`, ``ATASKER_DASK_ADDRESS`` names the scheduler; without
+either, atasker starts a :func:`local_cluster` and closes it on ``stop()``.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distributed import LocalCluster
+
+    from atasker import TaskSupervisor
+
+__all__ = ["DEFAULT_CLUSTER_CONFIG", "ENV_ADDRESS", "DaskSettings", "configure", "local_cluster", "settings_for"]
+
+#: Environment variable naming the scheduler when :func:`configure` did not.
+ENV_ADDRESS = "ATASKER_DASK_ADDRESS"
+
+#: Dask configuration applied while atasker starts a local cluster.  With the
+#: default worker saturation (1.1) a scheduler sends a worker more tasks than
+#: it has threads, and those no longer wait in priority order: five LOW then
+#: five HIGH tasks ran as ``LLHHHHHLLL``; with 1.0 as ``HHHHHLLLLL``.
+DEFAULT_CLUSTER_CONFIG: Mapping[str, Any] = {"distributed.scheduler.worker-saturation": 1.0}
+
+
+@dataclass(frozen=True)
+class DaskSettings:
+    """How one supervisor reaches its Dask cluster (see :func:`configure`)."""
+
+    address: str | None = None
+    scheduler_file: str | None = None
+    security: Any = None
+    client_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    cluster_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    cluster_config: Mapping[str, Any] = field(default_factory=dict)
+    connect_timeout: float = 10.0
+    retry_interval: float = 2.0
+
+    @property
+    def remote(self) -> bool:
+        """Whether tasks go to an existing scheduler (not a local cluster atasker starts)."""
+        return bool(self.address or self.scheduler_file)
+
+    def describe(self) -> str:
+        """Where tasks go, for messages."""
+        if self.address:
+            return f"the Dask scheduler at {self.address}"
+        if self.scheduler_file:
+            return f"the Dask scheduler of scheduler file {self.scheduler_file}"
+        return "a local Dask cluster"
+
+
+_settings: weakref.WeakKeyDictionary[TaskSupervisor, DaskSettings] = weakref.WeakKeyDictionary()
+
+
+def _default_supervisor() -> TaskSupervisor:
+    from atasker import task_supervisor
+
+    return task_supervisor
+
+
+def configure(
+    supervisor: TaskSupervisor | None = None,
+    *,
+    address: str | None = None,
+    scheduler_file: str | None = None,
+    security: Any = None,
+    client_kwargs: Mapping[str, Any] | None = None,
+    cluster_kwargs: Mapping[str, Any] | None = None,
+    cluster_config: Mapping[str, Any] | None = None,
+    connect_timeout: float = 10.0,
+    retry_interval: float = 2.0,
+) -> DaskSettings:
+    """Say where *supervisor* runs its dask tasks.
+
+    Call it before the supervisor's first dask task (or after ``stop()``);
+    with neither *address* nor *scheduler_file*, and no
+    ``ATASKER_DASK_ADDRESS``, a :func:`local_cluster` is started on first use
+    and closed on ``stop()``.
+
+    :param supervisor: default ``atasker.task_supervisor``.
+    :param address: a scheduler address, ``tcp://host:8786`` or
+        ``tls://host:8786``.
+    :param scheduler_file: a scheduler file written by
+        ``dask scheduler --scheduler-file``, instead of *address*.
+    :param security: a :class:`distributed.security.Security` with the TLS
+        credentials for a ``tls://`` scheduler, passed to
+        :class:`distributed.Client` (and to the local cluster, if atasker
+        starts one).  ``None`` reads them from Dask's configuration
+        (``distributed.comm.tls.*``, e.g. ``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``).
+    :param client_kwargs: more :class:`distributed.Client` arguments (``name``,
+        ``direct_to_workers``, ``heartbeat_interval``, ...).
+    :param cluster_kwargs: more :func:`local_cluster` arguments for the
+        cluster atasker starts (``n_workers``, ``threads_per_worker``,
+        ``memory_limit``, ``dashboard_address``, ...).
+    :param cluster_config: Dask configuration applied while that cluster
+        starts, over :data:`DEFAULT_CLUSTER_CONFIG` (e.g.
+        ``{"distributed.scheduler.allowed-failures": 1}``).
+    :param connect_timeout: seconds to wait for a remote scheduler.
+    :param retry_interval: after a connection attempt failed, dask tasks fail
+        at once for this many seconds before the next task tries again.
+    :returns: the settings now in force.
+    :raises ValueError: both *address* and *scheduler_file*, or bad timeouts.
+    :raises RuntimeError: the supervisor's dask executor is connected or
+        connecting; stop the supervisor first.
+    """
+    if address is not None and scheduler_file is not None:
+        raise ValueError("pass either address or scheduler_file, not both")
+    for name, value in (("connect_timeout", connect_timeout), ("retry_interval", retry_interval)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    if supervisor is None:
+        supervisor = _default_supervisor()
+    settings = DaskSettings(
+        address=address,
+        scheduler_file=scheduler_file,
+        security=security,
+        client_kwargs=dict(client_kwargs or {}),
+        cluster_kwargs=dict(cluster_kwargs or {}),
+        cluster_config=dict(cluster_config or {}),
+        connect_timeout=float(connect_timeout),
+        retry_interval=float(retry_interval),
+    )
+    from .executor import executor_of
+
+    executor = executor_of(supervisor)
+    if executor is not None and executor.in_use():
+        raise RuntimeError(
+            f"the dask executor of supervisor {supervisor.name!r} is already connected to "
+            f"{executor.settings.describe()}; call atasker_dask.configure() before its first dask task, "
+            "or stop the supervisor first"
+        )
+    _settings[supervisor] = settings
+    return settings
+
+
+def settings_for(supervisor: TaskSupervisor) -> DaskSettings:
+    """The settings of *supervisor*: :func:`configure`'s, else from the environment."""
+    settings = _settings.get(supervisor)
+    if settings is not None:
+        return settings
+    address = os.environ.get(ENV_ADDRESS, "").strip()
+    return DaskSettings(address=address or None)
+
+
+def available_cpus() -> int:
+    """CPUs this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def local_cluster(
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    config: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> LocalCluster:
+    """Start a :class:`distributed.LocalCluster` the way atasker starts one.
+
+    Worker processes (``processes=True``), one thread each, one worker per
+    available CPU, the scheduler's HTTP server (and dashboard, if bokeh is
+    installed) on a free port of 127.0.0.1, and
+    :data:`DEFAULT_CLUSTER_CONFIG` so that Dask honours task priorities.
+    Blocks until the workers are up (about half a second for two).
+
+    Like any code that starts processes, a script that calls it (or submits
+    the first dask task, which calls it) must do so under
+    ``if __name__ == "__main__":``.
+
+    :param n_workers: worker processes (default: available CPUs).
+    :param threads_per_worker: threads per worker (default 1).
+    :param config: Dask configuration applied while the scheduler starts,
+        over :data:`DEFAULT_CLUSTER_CONFIG`.
+    :param kwargs: more :class:`distributed.LocalCluster` arguments.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    kwargs.setdefault("processes", True)
+    # The scheduler serves HTTP (health, metrics, the dashboard if bokeh is
+    # installed) even with no dashboard: a free port, not 8787, so that two
+    # clusters on one machine do not clash.
+    kwargs.setdefault("dashboard_address", "127.0.0.1:0")
+    with dask.config.set({**DEFAULT_CLUSTER_CONFIG, **(config or {})}):
+        return LocalCluster(
+            n_workers=available_cpus() if n_workers is None else n_workers,
+            threads_per_worker=threads_per_worker,
+            **kwargs,
+        )

@@ -1,0 +1,744 @@
+"""The executor of task type ``"dask"``.
+
+::
+
+    submit ──validate()──▶ first use / after a loss: connect thread ──▶ Client
+       │                   (LocalCluster or a remote scheduler)        │
+       ▼  supervisor admits (pool: cluster threads + reserves)         │
+    start(task) ──client.submit(key, priority=-task.priority)──▶ scheduler ──▶ worker
+       ▲                                                                   │
+       │   Dask callback thread ──add_done(future)──▶ EventThread ◀────────┘
+       │                                                 │ client.gather(batch)
+       └──────────── supervisor.task_done(result | exception) ◀┘
+
+    scheduler "all" events (add-worker / remove-worker) ──▶ EventThread:
+       scheduler_info() ──▶ applier thread ──▶ supervisor.set_pool("dask", ...)
+
+Every task is reported exactly once: whoever pops it from ``_inflight`` (or
+``_pending`` while connecting) reports it -- the EventThread for an outcome,
+``cancel()``, a timeout, a lost connection or ``shutdown()``.
+
+Connection states: ``idle`` -> ``connecting`` -> ``connected`` -> ``lost``
+(the client's scheduler comm closed) -> ``connecting`` (the next dask task)
+...; ``failed`` after an attempt that did not connect (tasks fail at once
+for ``retry_interval`` seconds); ``closed`` after ``shutdown``.  Each
+attempt is a *generation*: a task remembers the generation it was submitted
+under, and a task still queued when its generation is lost or failed fails
+with that error at once instead of waiting for a new connection.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import pickle
+import threading
+import time
+import traceback
+import uuid
+import weakref
+from concurrent.futures import CancelledError
+from typing import TYPE_CHECKING, Any
+
+from atasker import Pool, SupervisorStoppedError, Task
+
+from ._events import EventThread
+from .config import DaskSettings, local_cluster, settings_for
+from .errors import DaskTaskTimeoutError, DaskWorkerDiedError, SchedulerLostError, SchedulerUnavailableError
+
+try:  # the process-task errors, shared so that mp and dask tasks fail alike
+    from atasker import RemoteTraceback, TaskPicklingError
+except ImportError:  # pragma: no cover - an atasker without process tasks
+
+    class RemoteTraceback(Exception):  # type: ignore[no-redef]
+        """The formatted traceback of an exception raised on a worker."""
+
+        def __init__(self, tb: str) -> None:
+            super().__init__(tb)
+            self.tb = tb
+
+        def __str__(self) -> str:
+            return f'\n"""\n{self.tb.rstrip()}\n"""'
+
+    class TaskPicklingError(pickle.PicklingError, TypeError):  # type: ignore[no-redef]
+        """A task's function, arguments or result could not be serialized."""
+
+
+if TYPE_CHECKING:
+    from atasker import TaskSupervisor
+
+__all__ = ["SUBMIT_OPTIONS", "DaskExecutor", "auto_sizes", "executor_of"]
+
+logger = logging.getLogger("atasker.dask")
+
+#: Task options (``submit(..., options={...})``) passed on to ``Client.submit``.
+SUBMIT_OPTIONS = frozenset({"workers", "resources", "retries", "allow_other_workers"})
+# Client.submit's own keywords: a task keyword argument with one of these
+# names would be taken by submit, so such a call goes through partial().
+_SUBMIT_KEYWORDS = frozenset(
+    {"key", "workers", "resources", "retries", "priority", "fifo_timeout", "allow_other_workers", "actor", "actors"}
+) | {"pure"}
+_SIZE_KEYS = ("pool_size", "reserve_normal", "reserve_high")
+
+IDLE, CONNECTING, CONNECTED, LOST, FAILED, CLOSED = "idle", "connecting", "connected", "lost", "failed", "closed"
+
+# Weak both ways: the supervisor holds its executor, never the other way round.
+_executors: weakref.WeakKeyDictionary[TaskSupervisor, weakref.ref[DaskExecutor]] = weakref.WeakKeyDictionary()
+# Sizes this plugin set with set_pool, per supervisor: they stay in the
+# supervisor's pool configuration across stop()/start(), and must not then
+# be mistaken for sizes the user set.
+_written: weakref.WeakKeyDictionary[TaskSupervisor, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def executor_of(supervisor: TaskSupervisor) -> DaskExecutor | None:
+    """The live dask executor of *supervisor*, if it has created one."""
+    ref = _executors.get(supervisor)
+    return ref() if ref is not None else None
+
+
+def auto_sizes(threads: int) -> dict[str, int]:
+    """Pool sizes for a cluster of *threads* worker threads.
+
+    ``pool_size`` = threads (at least 1: ``0`` would mean unlimited), so LOW
+    tasks never wait in the scheduler's queue; ``reserve_normal`` =
+    ``reserve_high`` = threads, so NORMAL work keeps about one task per
+    thread queued on the scheduler (hiding the client round trip) and HIGH
+    about two, in Dask priority order.
+    """
+    return {"pool_size": max(1, threads), "reserve_normal": threads, "reserve_high": threads}
+
+
+def _cluster_threads(client: Any) -> int:
+    """Worker threads on the cluster (a round trip to the scheduler)."""
+    try:
+        info = client.scheduler_info(n_workers=-1)  # all workers, not the first few
+    except TypeError:  # distributed before n_workers=: it lists them all
+        info = client.scheduler_info()
+    workers = info.get("workers", {}) if info else {}
+    return sum(int(w.get("nthreads", 0) or 0) for w in workers.values())
+
+
+def _worker_saturation(dask_scheduler: Any) -> Any:
+    return getattr(dask_scheduler, "WORKER_SATURATION", None)
+
+
+class DaskExecutor:
+    """Runs atasker tasks as Dask futures (one ``Client`` per supervisor).
+
+    Created by the supervisor on the first use of task type ``"dask"``; the
+    connection is opened in the background (the first ``submit`` returns at
+    once).  See the module docstring for the threads involved.
+    """
+
+    def __init__(self, supervisor: TaskSupervisor, pool: Pool) -> None:
+        self._supervisor = supervisor
+        self._tt = pool.tt
+        self.settings: DaskSettings = settings_for(supervisor)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._state = IDLE
+        self._gen = 0
+        # gen -> (error class, message, cause) for tasks of a lost or failed generation.
+        self._gen_errors: dict[int, tuple[type[BaseException], str, BaseException | None]] = {}
+        self._client: Any = None
+        self._cluster: Any = None  # a LocalCluster this executor started
+        self._address: str | None = None
+        self._failed_at = 0.0
+        self._connect_thread: threading.Thread | None = None
+        self._pending: dict[int, Task] = {}  # admitted while connecting
+        self._inflight: dict[str, tuple[Task, Any]] = {}  # key -> (task, dask future)
+        self._token = uuid.uuid4().hex  # keys are global on a scheduler: make ours unique
+        self._events = EventThread(f"atasker_dask_{supervisor.name}", self._collect)
+        self._refresh_posted = False
+        # Pool sizes follow the cluster unless the user set them: the sizes in
+        # the supervisor's pool configuration that this plugin did not write.
+        configured = getattr(supervisor, "_pool_config", {}).get(pool.tt, {})
+        written = _written.get(supervisor, {})
+        self._follow = {k for k in _SIZE_KEYS if k not in configured or written.get(k) == configured[k]}
+        self._auto = {k: getattr(pool, k) for k in _SIZE_KEYS}
+        self._threads: int | None = None
+        self._applied_threads: int | None = None
+        self._apply_lock = threading.RLock()
+        self._applying = threading.local()
+        _executors[supervisor] = weakref.ref(self)
+
+    # ------------------------------------------------------------ protocol
+
+    def validate(self, task: Task) -> None:
+        """Check options and timeout; begin connecting if not connected."""
+        options = task.options
+        if options:
+            unknown = set(options) - SUBMIT_OPTIONS
+            if unknown:
+                raise TypeError(
+                    f"unknown dask task option{'s' if len(unknown) > 1 else ''} "
+                    f"{', '.join(sorted(map(repr, unknown)))}; known: {', '.join(sorted(SUBMIT_OPTIONS))}"
+                )
+        timeout = task.timeout
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        with self._lock:
+            lost = self._check_alive_locked()
+            state = self._state
+            if state == CLOSED:
+                raise SupervisorStoppedError("the dask executor is shut down")
+            if state in (IDLE, LOST) or (
+                state == FAILED and time.monotonic() - self._failed_at >= self.settings.retry_interval
+            ):
+                self._begin_connect_locked()
+            task.executor_data = self._gen
+        self._fail_entries(lost)
+
+    def start(self, task: Task) -> None:
+        """Submit *task* to the cluster (or hold it while connecting); never blocks."""
+        gen = task.executor_data
+        error: BaseException | None = None
+        client = None
+        with self._lock:
+            lost = self._check_alive_locked()
+            if gen != self._gen or self._state in (FAILED, LOST, CLOSED):
+                error = self._error_for(gen)
+            elif self._state == CONNECTING:
+                self._pending[task.id] = task
+            else:
+                client = self._client
+        self._fail_entries(lost)
+        if error is not None:
+            self._report(task, exception=error)
+            return
+        if task.timeout is not None:
+            self._events.call_at(time.monotonic() + task.timeout, self._expire, task)
+        if client is not None:
+            self._submit(client, task)
+
+    def cancel(self, task: Task) -> bool:
+        """Cancel a started task: its handle is cancelled now, its future on the cluster.
+
+        A function already running on a worker runs on to its end (Dask cannot
+        interrupt it) and its result is dropped; the atasker slot is free at once.
+        """
+        with self._lock:
+            held = self._pending.pop(task.id, None) is not None
+        if held:
+            self._report(task, cancelled=True)
+            return True
+        entry = self._inflight.pop(self._key(task), None)
+        if entry is None:
+            return False  # already finished, or being reported
+        self._report(task, cancelled=True)
+        self._events.post(self._cancel_remote, entry[1], "cancelled")
+        return True
+
+    def capacity(self) -> int | None:
+        """``None``: Dask queues what the workers cannot run yet (in priority order)."""
+        return None
+
+    def resize(self, pool: Pool) -> None:
+        """The user changed the pool: sizes set to other values stop following the cluster."""
+        if getattr(self._applying, "active", False):
+            return
+        with self._apply_lock:
+            for key in list(self._follow):
+                if getattr(pool, key) != self._auto.get(key):
+                    self._follow.discard(key)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Cancel what is left, close the client, and the local cluster if atasker started it."""
+        with self._lock:
+            if self._state == CLOSED:
+                return
+            self._state = CLOSED
+            pending = list(self._pending.values())
+            self._pending.clear()
+            client, cluster = self._client, self._cluster
+            self._client = self._cluster = None
+            connect_thread = self._connect_thread
+            self._changed.notify_all()
+        if executor_of(self._supervisor) is self:
+            del _executors[self._supervisor]
+        leftover = [self._inflight.pop(key, None) for key in list(self._inflight)]
+        for task in pending + [entry[0] for entry in leftover if entry is not None]:
+            self._report(task, cancelled=True)
+        self._events.stop(wait=wait)
+
+        def close() -> None:
+            if connect_thread is not None and connect_thread is not threading.current_thread():
+                connect_thread.join()  # it closes what it opened once it sees "closed"
+            _close_quietly(client, cluster)
+
+        if wait:
+            close()
+        else:
+            threading.Thread(target=close, name="atasker_dask_close", daemon=True).start()
+
+    # ------------------------------------------------------------ public extras
+
+    def in_use(self) -> bool:
+        """Whether a connection is open or being opened."""
+        return self._state in (CONNECTING, CONNECTED)
+
+    def client(self, timeout: float | None = None) -> Any:
+        """The :class:`distributed.Client`, connecting first if needed (blocks).
+
+        :raises SchedulerUnavailableError: no connection within *timeout*, or
+            the attempt failed.
+        """
+        with self._lock:
+            lost = self._check_alive_locked()
+            if self._state == CLOSED:
+                raise SupervisorStoppedError("the dask executor is shut down")
+            if self._state in (IDLE, LOST, FAILED):
+                self._begin_connect_locked()
+            gen = self._gen
+            done = self._changed.wait_for(lambda: self._gen != gen or self._state != CONNECTING, timeout)
+            if self._state == CONNECTED and self._gen == gen:
+                return self._client
+            error = (
+                self._error_for(gen)
+                if done
+                else SchedulerUnavailableError(f"no connection to {self.settings.describe()} after {timeout} s")
+            )
+        self._fail_entries(lost)
+        raise error
+
+    def wait_threads(self, threads: int, timeout: float | None = None) -> bool:
+        """Wait until the cluster has *threads* worker threads and the pool follows.
+
+        :returns: ``False`` on timeout.
+        """
+        with self._changed:
+            return self._changed.wait_for(lambda: self._applied_threads == threads, timeout)
+
+    def statistics(self) -> dict[str, Any]:
+        """Connection state, cluster threads, tasks on the cluster and waiting for it."""
+        with self._lock:
+            return {
+                "state": self._state,
+                "address": self._address,
+                "generation": self._gen,
+                "cluster_threads": self._threads,
+                "on_cluster": len(self._inflight),
+                "waiting_for_connection": len(self._pending),
+                "following": sorted(self._follow),
+            }
+
+    # ------------------------------------------------------------ connection
+
+    def _begin_connect_locked(self) -> None:
+        self.settings = settings_for(self._supervisor)
+        self._gen += 1
+        self._state = CONNECTING
+        thread = threading.Thread(
+            target=self._connect, args=(self._gen, self.settings), name="atasker_dask_connect", daemon=True
+        )
+        self._connect_thread = thread
+        thread.start()
+
+    def _connect(self, gen: int, settings: DaskSettings) -> None:
+        """Open a client (starting a local cluster if configured so); then submit what waits."""
+        client = cluster = None
+        threads = 0
+        error: BaseException | None = None
+        try:
+            client, cluster = self._open(settings)
+            client.subscribe_topic("all", self._on_cluster_event)
+            threads = _cluster_threads(client)
+            if settings.remote:
+                self._check_saturation(client)
+        except Exception as exc:
+            error = exc
+        with self._lock:
+            current = gen == self._gen and self._state == CONNECTING
+            if current and error is None:
+                self._client = client
+                self._cluster = cluster
+                self._state = CONNECTED
+                self._address = getattr(getattr(client, "scheduler", None), "address", None) or settings.address
+            elif current:
+                self._state = FAILED
+                self._failed_at = time.monotonic()
+                self._gen_errors[gen] = (
+                    SchedulerUnavailableError,
+                    f"could not connect to {settings.describe()}: {type(error).__name__}: {error}",
+                    error,
+                )
+            pending = list(self._pending.values()) if current else []
+            if current:
+                self._pending.clear()
+            self._changed.notify_all()
+        if not current:  # shut down or superseded meanwhile
+            _close_quietly(client, cluster if cluster is not self._cluster else None)
+            return
+        if error is not None:
+            logger.error("atasker-dask: could not connect to %s: %s", settings.describe(), error)
+            for task in pending:
+                self._report(task, exception=self._error_for(gen))
+            return
+        logger.info("atasker-dask: connected to %s (%d worker threads)", self._address, threads)
+        self._set_threads(threads)
+        for task in pending:
+            self._submit(client, task)
+
+    def _open(self, settings: DaskSettings) -> tuple[Any, Any]:
+        from distributed import Client
+        from distributed.core import Status
+
+        kwargs: dict[str, Any] = {"set_as_default": False, "timeout": settings.connect_timeout}
+        kwargs.update(settings.client_kwargs)
+        if settings.remote:
+            if settings.security is not None:
+                kwargs.setdefault("security", settings.security)
+            if settings.scheduler_file:
+                kwargs["scheduler_file"] = settings.scheduler_file
+            return Client(settings.address, **kwargs), None
+        cluster = self._cluster
+        started = cluster is None or cluster.status in (Status.closing, Status.closed, Status.failed)
+        if started:
+            cluster_kwargs = dict(settings.cluster_kwargs)
+            if settings.security is not None:
+                cluster_kwargs.setdefault("security", settings.security)
+            cluster = local_cluster(config=settings.cluster_config, **cluster_kwargs)
+        # Same machine: fetch results straight from the workers, not via the scheduler.
+        kwargs.setdefault("direct_to_workers", True)
+        try:
+            return Client(cluster, **kwargs), cluster
+        except BaseException:
+            if started:
+                _close_quietly(None, cluster)
+            raise
+
+    def _check_saturation(self, client: Any) -> None:
+        try:
+            saturation = client.run_on_scheduler(_worker_saturation)
+        except Exception as exc:  # e.g. the scheduler refuses pickled functions
+            logger.debug("atasker-dask: could not read the scheduler's worker-saturation: %s", exc)
+            return
+        if saturation is not None and saturation != 1.0:
+            logger.warning(
+                "atasker-dask: the Dask scheduler at %s has distributed.scheduler.worker-saturation = %s; "
+                "task priorities are honoured reliably only with 1.0 (start it with "
+                "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=1.0)",
+                self._address or client.scheduler.address,
+                saturation,
+            )
+
+    def _check_alive_locked(self) -> list[tuple[Task, Any]]:
+        """Notice a closed scheduler connection; call with the lock held."""
+        if self._state == CONNECTED and self._client.status != "running":
+            return self._lost_locked(None)
+        return []
+
+    def _lost_locked(self, cause: BaseException | None) -> list[tuple[Task, Any]]:
+        """Mark the connection lost; return its tasks on the cluster, to fail."""
+        if self._state != CONNECTED:
+            return []
+        client = self._client
+        gen = self._gen
+        self._gen_errors[gen] = (
+            SchedulerLostError,
+            f"lost the connection to {self.settings.describe()} ({self._address}); dask tasks running "
+            "or queued then fail, the next dask task connects again",
+            cause,
+        )
+        for old in [g for g in self._gen_errors if g < gen - 16]:
+            del self._gen_errors[old]
+        self._state = LOST
+        self._client = None
+        self._changed.notify_all()
+        logger.error("atasker-dask: lost the connection to the Dask scheduler at %s", self._address)
+        # Its futures were cancelled by Dask, but their callbacks need the
+        # client's loop, which closing it stops: claim them here.
+        entries = []
+        for key, (_, future) in list(self._inflight.items()):
+            if future.client is client:
+                entry = self._inflight.pop(key, None)
+                if entry is not None:
+                    entries.append(entry)
+        threading.Thread(target=_close_quietly, args=(client, None), name="atasker_dask_close", daemon=True).start()
+        return entries
+
+    def _fail_entries(self, entries: list[tuple[Task, Any]]) -> None:
+        for task, _ in entries:
+            self._report(task, exception=self._error_for(task.executor_data))
+
+    def _error_for(self, gen: int) -> BaseException:
+        """A fresh exception for a task of generation *gen* that cannot run."""
+        if self._state == CLOSED:
+            return SupervisorStoppedError("the dask executor was shut down before the task started")
+        cls, message, cause = self._gen_errors.get(
+            gen, (SchedulerLostError, f"the connection to {self.settings.describe()} was lost", None)
+        )
+        error = cls(message)
+        error.__cause__ = cause
+        return error
+
+    # ------------------------------------------------------------ pool size
+
+    def _on_cluster_event(self, event: Any) -> None:
+        """A scheduler event (on the client's event loop: hand over, never block)."""
+        try:
+            _, msg = event
+        except (TypeError, ValueError):
+            return
+        if isinstance(msg, dict) and msg.get("action") in ("add-worker", "remove-worker"):
+            with self._lock:
+                if self._refresh_posted:
+                    return
+                self._refresh_posted = True
+            self._events.post(self._refresh_threads)
+
+    def _refresh_threads(self) -> None:
+        with self._lock:
+            self._refresh_posted = False
+            client = self._client if self._state == CONNECTED else None
+        if client is None:
+            return
+        try:
+            threads = _cluster_threads(client)
+        except Exception as exc:
+            logger.debug("atasker-dask: scheduler_info failed: %s", exc)
+            return
+        self._set_threads(threads)
+
+    def _set_threads(self, threads: int) -> None:
+        with self._lock:
+            self._threads = threads
+        # Not on this thread: set_pool takes the supervisor's configuration
+        # lock, which stop() holds while it waits for this executor's threads.
+        threading.Thread(target=self._apply_sizes, name="atasker_dask_resize", daemon=True).start()
+
+    def _apply_sizes(self) -> None:
+        with self._apply_lock:
+            threads = self._threads
+            if threads is None or self._state == CLOSED:
+                return
+            sizes = {k: v for k, v in auto_sizes(threads).items() if k in self._follow and self._auto.get(k) != v}
+            if sizes:
+                self._auto.update(sizes)
+                _written.setdefault(self._supervisor, {}).update(sizes)
+                self._applying.active = True
+                try:
+                    self._supervisor.set_pool(self._tt, **sizes)
+                except Exception:
+                    logger.exception("atasker-dask: could not resize the dask pool to %s", sizes)
+                finally:
+                    self._applying.active = False
+            with self._changed:
+                self._applied_threads = threads
+                self._changed.notify_all()
+
+    # ------------------------------------------------------------ tasks
+
+    def _key(self, task: Task) -> str:
+        # Like Dask's own keys ("name-<hex>"): Dask groups the tasks of one
+        # name (dashboard, duration estimates, its root-task queue) as it
+        # would if the application called client.submit itself.
+        return f"{task.name}-{self._token}-{task.id}"
+
+    def _submit(self, client: Any, task: Task) -> None:
+        key = self._key(task)
+        func, args, kwargs = task.func, task.args, task.kwargs
+        if kwargs and not _SUBMIT_KEYWORDS.isdisjoint(kwargs):
+            func, args, kwargs = functools.partial(func, *args, **kwargs), (), {}
+        try:
+            # Dask runs higher priorities first; atasker's lower numbers are more urgent.
+            future = client.submit(func, *args, key=key, priority=-task.priority, pure=False, **task.options, **kwargs)
+        except Exception as exc:
+            self._report(task, exception=self._submit_error(task, exc))
+            return
+        self._inflight[key] = (task, future)
+        if client.status != "running":
+            # Lost between the check in start() and now: Dask may not have
+            # cancelled this future along with the others.
+            with self._lock:
+                lost = self._lost_locked(None) if self._client is client else []
+            entry = self._inflight.pop(key, None)
+            self._fail_entries([*lost, *([entry] if entry else [])])
+            return
+        self._watch(future)
+
+    def _watch(self, future: Any) -> None:
+        """Hand *future* to the EventThread once it is done."""
+        done_callback = _done_callback()
+        if done_callback is not None:
+            # Straight from the client's event loop (add_done is a short,
+            # non-blocking append): Future.add_done_callback would go through
+            # Dask's callback thread first, one more GIL hand-off per task.
+            future.client.loop.add_callback(done_callback, future, self._events.add_done)
+        else:  # pragma: no cover - a distributed without done_callback
+            future.add_done_callback(self._events.add_done)
+
+    @staticmethod
+    def _submit_error(task: Task, exc: BaseException) -> BaseException:
+        if isinstance(exc, pickle.PicklingError) or "serializ" in str(exc).lower():
+            error = TaskPicklingError(
+                f"dask task {task.id} ({task.name}): its function or arguments could not be "
+                f"serialized for the cluster: {exc}"
+            )
+            error.__cause__ = exc
+            return error
+        return exc
+
+    def _collect(self, futures: list[Any]) -> None:
+        """Report the tasks of finished futures (on the EventThread)."""
+        entries = []
+        for future in futures:
+            entry = self._inflight.pop(future.key, None)
+            if entry is not None:
+                entries.append(entry)
+        finished = [entry for entry in entries if entry[1].status == "finished"]
+        if finished:
+            self._gather(finished)
+        for task, future in entries:
+            status = future.status
+            if status == "finished":
+                continue
+            if status == "error":
+                self._report(task, exception=self._remote_error(task, future))
+            elif status == "cancelled":
+                self._cancelled_by_dask(task, future)
+            else:  # "lost" data is recomputed by Dask: wait again
+                self._inflight[future.key] = (task, future)
+                self._watch(future)
+
+    def _gather(self, entries: list[tuple[Task, Any]]) -> None:
+        groups: dict[int, list[tuple[Task, Any]]] = {}
+        for entry in entries:
+            groups.setdefault(id(entry[1].client), []).append(entry)
+        for group in groups.values():
+            client = group[0][1].client
+            try:
+                results = client.gather([future for _, future in group])
+            except Exception:
+                for task, future in group:
+                    self._gather_one(client, task, future)
+                continue
+            for (task, _), result in zip(group, results, strict=True):
+                self._report(task, result=result)
+
+    def _gather_one(self, client: Any, task: Task, future: Any) -> None:
+        try:
+            result = client.gather([future])[0]
+        except Exception as exc:
+            if client.status != "running":
+                with self._lock:
+                    lost = self._lost_locked(exc) if self._client is client else []
+                self._fail_entries(lost)
+                self._report(task, exception=self._error_for(task.executor_data))
+            elif "serializ" in str(exc).lower():
+                error = TaskPicklingError(
+                    f"dask task {task.id} ({task.name}): its result could not be serialized on the worker "
+                    f"or deserialized here: {exc}"
+                )
+                error.__cause__ = exc
+                self._report(task, exception=error)
+            else:
+                self._report(task, exception=exc)
+        else:
+            self._report(task, result=result)
+
+    def _remote_error(self, task: Task, future: Any) -> BaseException:
+        """The task's exception, with the worker's traceback chained; KilledWorker mapped."""
+        from distributed.core import clean_exception
+
+        # The final state is local once the done callback ran: read it
+        # directly rather than with two blocking round trips to the client loop.
+        state = getattr(future, "_state", None)
+        if state is not None:
+            _, exc, tb = clean_exception(state.exception, state.traceback)
+        else:  # pragma: no cover - a future without _state
+            exc, tb = future.exception(), future.traceback()
+        if exc is None:
+            return RuntimeError(f"dask task {task.id} ({task.name}) failed without an exception")
+        if type(exc).__name__ == "KilledWorker":
+            args = exc.args
+            last = args[1] if len(args) > 1 else None
+            last_address = getattr(last, "address", None) or (str(last) if last is not None else None)
+            allowed = args[2] if len(args) > 2 and isinstance(args[2], int) else None
+            deaths = f"{allowed + 1} times" if allowed is not None else "too often"
+            error = DaskWorkerDiedError(
+                f"dask task {task.id} ({task.name}) failed: the workers running it died {deaths}"
+                f" (the last one {last_address}); Dask gave up on it"
+                + (f" (distributed.scheduler.allowed-failures = {allowed})" if allowed is not None else ""),
+                key=future.key,
+                last_worker=last_address,
+                allowed_failures=allowed,
+            )
+            error.__cause__ = exc
+            return error
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        exc.__traceback__ = None
+        exc.__cause__ = RemoteTraceback(text)
+        return exc
+
+    def _cancelled_by_dask(self, task: Task, future: Any) -> None:
+        """A future we did not cancel: the connection was lost, or someone cancelled it."""
+        exc = getattr(getattr(future, "_state", None), "exception", None)
+        client = future.client
+        if getattr(exc, "reason", None) == "scheduler-connection-lost" or client.status != "running":
+            with self._lock:
+                lost = self._lost_locked(exc) if self._client is client else []
+            self._fail_entries(lost)
+            self._report(task, exception=self._error_for(task.executor_data))
+            return
+        if not isinstance(exc, BaseException):
+            exc = CancelledError(f"dask task {task.id} ({task.name}) was cancelled on the cluster")
+        self._report(task, exception=exc)
+
+    def _expire(self, task: Task) -> None:
+        """A task's timeout ran out (on the EventThread)."""
+        with self._lock:
+            held = self._pending.pop(task.id, None) is not None
+        entry = None if held else self._inflight.pop(self._key(task), None)
+        if not held and entry is None:
+            return
+        self._report(
+            task,
+            exception=DaskTaskTimeoutError(
+                f"dask task {task.id} ({task.name}) did not finish within its timeout of {task.timeout} s; "
+                "its Dask future was cancelled (a function already running on a worker runs on to its end)"
+            ),
+        )
+        if entry is not None:
+            self._cancel_remote(entry[1], "timeout")
+
+    @staticmethod
+    def _cancel_remote(future: Any, why: str) -> None:
+        try:
+            if future.client.status == "running":
+                try:
+                    future.cancel(reason=f"atasker: {why}")
+                except TypeError:  # distributed before cancel(reason=)
+                    future.cancel()
+        except Exception as exc:
+            logger.debug("atasker-dask: cancelling %s failed: %s", future.key, exc)
+
+    def _report(self, task: Task, **outcome: Any) -> None:
+        self._supervisor.task_done(task, **outcome)
+
+
+@functools.cache
+def _done_callback() -> Any:
+    """``distributed.client.done_callback``: the coroutine behind ``Future.add_done_callback``."""
+    try:
+        from distributed.client import done_callback
+    except ImportError:  # pragma: no cover
+        return None
+    return done_callback
+
+
+def _close_quietly(client: Any, cluster: Any) -> None:
+    """Close a client and a cluster, logging (not raising) what goes wrong."""
+    if client is not None and client.status == "running":
+        try:
+            # Or the scheduler tries to tell this client that it left.
+            client.unsubscribe_topic("all")
+        except Exception as exc:
+            logger.debug("atasker-dask: unsubscribing failed: %s", exc)
+    for thing in (client, cluster):
+        if thing is None:
+            continue
+        try:
+            thing.close()
+        except Exception as exc:
+            logger.debug("atasker-dask: closing %r failed: %s", thing, exc)
