@@ -63,7 +63,14 @@ def through_atasker(sup: TaskSupervisor, func: Callable, args: list[tuple]) -> f
 
 
 def supervisor(address: str, pool_size: int | None) -> TaskSupervisor:
-    sup = TaskSupervisor(plugins=[atasker_dask], autoload=False, name=f"bench-{pool_size}")
+    # Tasks wait for a slot for seconds here, on purpose: no watchdog warnings.
+    sup = TaskSupervisor(
+        plugins=[atasker_dask],
+        autoload=False,
+        name=f"bench-{pool_size}",
+        timeout_warning=3600,
+        timeout_critical=3600,
+    )
     sup.start()
     atasker_dask.configure(sup, address=address)
     if pool_size is not None:

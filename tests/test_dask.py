@@ -486,10 +486,14 @@ def free_port() -> int:
 
 def test_unreachable_scheduler_fails_fast(make_supervisor):
     sup = make_supervisor(plugins=[atasker_dask])
-    atasker_dask.configure(sup, address=f"tcp://127.0.0.1:{free_port()}", connect_timeout=0.5, retry_interval=60)
-    task = sup.submit(operator.add, (1, 1), tt=TT_DASK)
-    with pytest.raises(SchedulerUnavailableError, match="could not connect to the Dask scheduler at tcp://") as err:
-        task.result(WAIT)
+    atasker_dask.configure(sup, address=f"tcp://127.0.0.1:{free_port()}", connect_timeout=1, retry_interval=60)
+    # Submitted while the connection is being attempted: a few wait for it,
+    # the rest in atasker's queue; all fail once it fails (the queue without
+    # one stack level per task: 500 would exceed the recursion limit).
+    tasks = [sup.submit(operator.add, (1, i), tt=TT_DASK) for i in range(500)]
+    for task in tasks:
+        with pytest.raises(SchedulerUnavailableError, match="could not connect to the Dask scheduler at tcp://") as err:
+            task.result(WAIT)
     assert isinstance(err.value, ConnectionError) and err.value.__cause__ is not None
     generation = executor(sup).statistics()["generation"]
     again = sup.submit(operator.add, (1, 1), tt=TT_DASK)  # within retry_interval: no new attempt
@@ -542,17 +546,25 @@ def make_tls_credentials(tmp_path: Path) -> Security:
 
 
 @pytest.mark.skipif(not any(Path(p, "openssl").exists() for p in os.get_exec_path()), reason="needs openssl")
-def test_tls_security_passes_through(make_supervisor, tmp_path):
+def test_tls_security_passes_through(make_supervisor, tmp_path, caplog):
     security = make_tls_credentials(tmp_path)
     # In-process workers: this test is about the connection, not pickling.
+    # Dask's default worker-saturation: atasker warns when it connects.
     with atasker_dask.local_cluster(
-        n_workers=1, processes=False, protocol="tls://", security=security, host="127.0.0.1"
+        n_workers=1,
+        processes=False,
+        protocol="tls://",
+        security=security,
+        host="127.0.0.1",
+        config={"distributed.scheduler.worker-saturation": 1.1},
     ) as tls_cluster:
         address = tls_cluster.scheduler_address
         assert address.startswith("tls://")
         sup = make_supervisor(plugins=[atasker_dask])
         atasker_dask.configure(sup, address=address, security=security, connect_timeout=WAIT)
-        assert sup.submit(operator.mul, (6, 7), tt=TT_DASK).result(WAIT) == 42
+        with caplog.at_level("WARNING", logger="atasker.dask"):
+            assert sup.submit(operator.mul, (6, 7), tt=TT_DASK).result(WAIT) == 42
+        assert "worker-saturation = 1.1" in caplog.text
         plain = make_supervisor(plugins=[atasker_dask])
         atasker_dask.configure(plain, address=address, connect_timeout=1)
         with pytest.raises(SchedulerUnavailableError, match="could not connect"):

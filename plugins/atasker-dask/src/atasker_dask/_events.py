@@ -1,10 +1,10 @@
-"""The executor's one reporting thread: finished futures, jobs and timers.
+"""The executor's one reporting thread: task outcomes, jobs and timers.
 
-Dask runs future callbacks on one thread of its own and its client's work
-on an event loop; neither may run atasker's ``task_done`` (it calls user
-callbacks and hooks, which may be slow).  So callbacks only hand futures
-over, and this thread does the rest, in batches: every future that finished
-while it was busy is gathered with one ``client.gather`` call.
+A Dask client does its work on an event loop, which must never wait for
+atasker's ``task_done`` (it calls user callbacks and hooks, which may be
+slow).  So the loop only gathers results, in batches, and hands them over;
+this thread reports them, runs posted jobs (cancellations, pool refreshes)
+and fires timeouts.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ logger = logging.getLogger("atasker.dask")
 
 
 class EventThread:
-    """Runs ``on_batch(futures)``, posted jobs and due timers, in that order.
+    """Runs ``on_batch(items)``, posted jobs and due timers, in that order.
 
     Sleeps on a condition until there is work or a timer is due; never polls.
     Started on first use; :meth:`stop` ends it after the work already posted.
@@ -46,12 +46,12 @@ class EventThread:
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
 
-    def add_done(self, future: Any) -> None:
-        """A future finished (called from Dask's callback thread)."""
+    def add_batch(self, items: list[Any]) -> None:
+        """Outcomes for ``on_batch`` (called from a Dask client's event loop: never blocks long)."""
         with self._cond:
             if self._stopped:
                 return
-            self._done.append(future)
+            self._done.extend(items)
             self._ensure_thread()
             self._cond.notify()
 

@@ -29,6 +29,7 @@ with that error at once instead of waiting for a new connection.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import pickle
@@ -37,6 +38,7 @@ import time
 import traceback
 import uuid
 import weakref
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +92,43 @@ _executors: weakref.WeakKeyDictionary[TaskSupervisor, weakref.ref[DaskExecutor]]
 _written: weakref.WeakKeyDictionary[TaskSupervisor, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
+_live: weakref.WeakSet[DaskExecutor] = weakref.WeakSet()
+_exit_hook = threading.Lock()
+_exit_hook_registered = False
+
+
+def _register_exit_hook() -> None:
+    """Stop supervisors with dask tasks before ``concurrent.futures`` shuts down at exit.
+
+    atasker stops started supervisors at exit, waiting for their tasks, from
+    a ``threading`` exit hook; those run in reverse order of registration,
+    and ``concurrent.futures`` registers its own (after which its thread
+    pools refuse work) when first imported -- for a supervisor that started
+    before ``distributed`` was imported, after atasker's.  A local cluster's
+    scheduler needs those pools, so a dask task still queued at exit would
+    fail.  Registered once ``distributed`` is imported, this hook runs first.
+    """
+    global _exit_hook_registered
+    with _exit_hook:
+        if _exit_hook_registered:
+            return
+        try:
+            threading._register_atexit(_stop_at_exit)  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # not CPython, or already exiting
+            return
+        _exit_hook_registered = True
+
+
+def _stop_at_exit() -> None:
+    for executor in list(_live):
+        supervisor = executor._supervisor
+        if executor.in_use() and supervisor.is_active():
+            try:
+                supervisor.stop(wait=True)
+            except Exception:
+                logger.exception("atasker-dask: stopping %r at exit failed", supervisor)
+
+
 def executor_of(supervisor: TaskSupervisor) -> DaskExecutor | None:
     """The live dask executor of *supervisor*, if it has created one."""
     ref = _executors.get(supervisor)
@@ -116,10 +155,6 @@ def _cluster_threads(client: Any) -> int:
         info = client.scheduler_info()
     workers = info.get("workers", {}) if info else {}
     return sum(int(w.get("nthreads", 0) or 0) for w in workers.values())
-
-
-def _worker_saturation(dask_scheduler: Any) -> Any:
-    return getattr(dask_scheduler, "WORKER_SATURATION", None)
 
 
 class DaskExecutor:
@@ -149,6 +184,7 @@ class DaskExecutor:
         self._inflight: dict[str, tuple[Task, Any]] = {}  # key -> (task, dask future)
         self._token = uuid.uuid4().hex  # keys are global on a scheduler: make ours unique
         self._events = EventThread(f"atasker_dask_{supervisor.name}", self._collect)
+        self._collector: _Collector | None = None
         self._refresh_posted = False
         # Pool sizes follow the cluster unless the user set them: the sizes in
         # the supervisor's pool configuration that this plugin did not write.
@@ -161,6 +197,7 @@ class DaskExecutor:
         self._apply_lock = threading.RLock()
         self._applying = threading.local()
         _executors[supervisor] = weakref.ref(self)
+        _live.add(self)
 
     # ------------------------------------------------------------ protocol
 
@@ -204,7 +241,9 @@ class DaskExecutor:
                 client = self._client
         self._fail_entries(lost)
         if error is not None:
-            self._report(task, exception=error)
+            # Not inline: reporting admits the next queued task, whose start()
+            # would fail and report in turn, one stack level per queued task.
+            self._report_soon(task, exception=error)
             return
         if task.timeout is not None:
             self._events.call_at(time.monotonic() + task.timeout, self._expire, task)
@@ -290,16 +329,14 @@ class DaskExecutor:
             if self._state in (IDLE, LOST, FAILED):
                 self._begin_connect_locked()
             gen = self._gen
+        self._fail_entries(lost)
+        with self._lock:
             done = self._changed.wait_for(lambda: self._gen != gen or self._state != CONNECTING, timeout)
             if self._state == CONNECTED and self._gen == gen:
                 return self._client
-            error = (
-                self._error_for(gen)
-                if done
-                else SchedulerUnavailableError(f"no connection to {self.settings.describe()} after {timeout} s")
-            )
-        self._fail_entries(lost)
-        raise error
+            if not done:
+                raise SchedulerUnavailableError(f"no connection to {self.settings.describe()} after {timeout} s")
+            raise self._error_for(gen)
 
     def wait_threads(self, threads: int, timeout: float | None = None) -> bool:
         """Wait until the cluster has *threads* worker threads and the pool follows.
@@ -341,6 +378,7 @@ class DaskExecutor:
         error: BaseException | None = None
         try:
             client, cluster = self._open(settings)
+            _register_exit_hook()
             client.subscribe_topic("all", self._on_cluster_event)
             threads = _cluster_threads(client)
             if settings.remote:
@@ -366,8 +404,11 @@ class DaskExecutor:
             if current:
                 self._pending.clear()
             self._changed.notify_all()
-        if not current:  # shut down or superseded meanwhile
+        if not current or error is not None:
+            # Shut down or superseded meanwhile, or failed half way: close what
+            # was opened (a cluster this executor keeps is closed by shutdown).
             _close_quietly(client, cluster if cluster is not self._cluster else None)
+        if not current:
             return
         if error is not None:
             logger.error("atasker-dask: could not connect to %s: %s", settings.describe(), error)
@@ -409,15 +450,16 @@ class DaskExecutor:
 
     def _check_saturation(self, client: Any) -> None:
         try:
-            saturation = client.run_on_scheduler(_worker_saturation)
+            # A lambda: Dask sends it by value, the scheduler need not have atasker-dask.
+            saturation = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
         except Exception as exc:  # e.g. the scheduler refuses pickled functions
             logger.debug("atasker-dask: could not read the scheduler's worker-saturation: %s", exc)
             return
         if saturation is not None and saturation != 1.0:
             logger.warning(
                 "atasker-dask: the Dask scheduler at %s has distributed.scheduler.worker-saturation = %s; "
-                "task priorities are honoured reliably only with 1.0 (start it with "
-                "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=1.0)",
+                "it hands out large groups of similar tasks in priority order only with 1.0 (start it "
+                "with DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=1.0)",
                 self._address or client.scheduler.address,
                 saturation,
             )
@@ -544,7 +586,7 @@ class DaskExecutor:
             # Dask runs higher priorities first; atasker's lower numbers are more urgent.
             future = client.submit(func, *args, key=key, priority=-task.priority, pure=False, **task.options, **kwargs)
         except Exception as exc:
-            self._report(task, exception=self._submit_error(task, exc))
+            self._report_soon(task, exception=self._submit_error(task, exc))
             return
         self._inflight[key] = (task, future)
         if client.status != "running":
@@ -557,16 +599,27 @@ class DaskExecutor:
             return
         self._watch(future)
 
+    def _busy(self) -> bool:
+        """Many more tasks on the cluster than threads: throughput, not latency, counts.
+
+        The default pool keeps at most three tasks per thread on the cluster,
+        so only a pool the user opened up (``pool_size=0`` or large) is busy.
+        """
+        return len(self._inflight) > 4 * max(1, self._threads or 0)
+
     def _watch(self, future: Any) -> None:
-        """Hand *future* to the EventThread once it is done."""
+        """Have *future*'s outcome reach the EventThread once it is done."""
+        client = future.client
+        collector = self._collector
+        if collector is None or collector.client is not client:
+            collector = self._collector = _Collector(client, self._events.add_batch, self._busy)
         done_callback = _done_callback()
         if done_callback is not None:
-            # Straight from the client's event loop (add_done is a short,
-            # non-blocking append): Future.add_done_callback would go through
-            # Dask's callback thread first, one more GIL hand-off per task.
-            future.client.loop.add_callback(done_callback, future, self._events.add_done)
+            # Straight on the client's event loop: Future.add_done_callback
+            # would go through Dask's callback thread, one more hand-off.
+            client.loop.add_callback(done_callback, future, collector.done)
         else:  # pragma: no cover - a distributed without done_callback
-            future.add_done_callback(self._events.add_done)
+            future.add_done_callback(lambda f: client.loop.add_callback(collector.done, f))
 
     @staticmethod
     def _submit_error(task: Task, exc: BaseException) -> BaseException:
@@ -579,42 +632,33 @@ class DaskExecutor:
             return error
         return exc
 
-    def _collect(self, futures: list[Any]) -> None:
-        """Report the tasks of finished futures (on the EventThread)."""
-        entries = []
-        for future in futures:
+    def _collect(self, items: list[Any]) -> None:
+        """Report the tasks of done futures (on the EventThread).
+
+        An item is ``(future, result)`` when the collector gathered the
+        result, else the future itself (it erred, was cancelled, or its
+        result could not be gathered in the batch).
+        """
+        for item in items:
+            gathered = isinstance(item, tuple)
+            future = item[0] if gathered else item
             entry = self._inflight.pop(future.key, None)
-            if entry is not None:
-                entries.append(entry)
-        finished = [entry for entry in entries if entry[1].status == "finished"]
-        if finished:
-            self._gather(finished)
-        for task, future in entries:
+            if entry is None:
+                continue  # cancelled, timed out or failed meanwhile: reported already
+            task = entry[0]
+            if gathered:
+                self._report(task, result=item[1])
+                continue
             status = future.status
             if status == "finished":
-                continue
-            if status == "error":
+                self._gather_one(future.client, task, future)
+            elif status == "error":
                 self._report(task, exception=self._remote_error(task, future))
             elif status == "cancelled":
                 self._cancelled_by_dask(task, future)
             else:  # "lost" data is recomputed by Dask: wait again
-                self._inflight[future.key] = (task, future)
+                self._inflight[future.key] = entry
                 self._watch(future)
-
-    def _gather(self, entries: list[tuple[Task, Any]]) -> None:
-        groups: dict[int, list[tuple[Task, Any]]] = {}
-        for entry in entries:
-            groups.setdefault(id(entry[1].client), []).append(entry)
-        for group in groups.values():
-            client = group[0][1].client
-            try:
-                results = client.gather([future for _, future in group])
-            except Exception:
-                for task, future in group:
-                    self._gather_one(client, task, future)
-                continue
-            for (task, _), result in zip(group, results, strict=True):
-                self._report(task, result=result)
 
     def _gather_one(self, client: Any, task: Task, future: Any) -> None:
         try:
@@ -715,6 +759,65 @@ class DaskExecutor:
 
     def _report(self, task: Task, **outcome: Any) -> None:
         self._supervisor.task_done(task, **outcome)
+
+    def _report_soon(self, task: Task, **outcome: Any) -> None:
+        """Report from the EventThread (inline once it has stopped)."""
+        if not self._events.post(functools.partial(self._report, task, **outcome)):
+            self._report(task, **outcome)
+
+
+class _Collector:
+    """Gathers the results of one client's finished futures, in batches.
+
+    Runs on the client's event loop only (no locks): futures that finish
+    while a gather is in flight wait for the next one, so the batches grow
+    with the load and each costs one round trip, not one per task.  Results
+    and other outcomes go to the EventThread with ``deliver(items)``.
+    """
+
+    __slots__ = ("busy", "client", "deliver", "ready", "running")
+
+    #: Seconds to let results pile up while ``busy()``: the client's own
+    #: stream to the scheduler batches over 10 ms.  Measured with 2,000
+    #: trivial tasks on 2 cores: 1.6 tasks per gather and 0.74x of direct
+    #: Dask throughput without it, 4 tasks and 0.86x at 5 ms, 0.90x at 10 ms,
+    #: no better at 20 ms.
+    BATCH_DELAY = 0.01
+
+    def __init__(self, client: Any, deliver: Callable[[list[Any]], None], busy: Callable[[], bool]) -> None:
+        self.client = client
+        self.deliver = deliver
+        self.busy = busy
+        self.ready: list[Any] = []
+        self.running = False
+
+    def done(self, future: Any) -> None:
+        self.ready.append(future)
+        if not self.running:
+            self.running = True
+            self.client.loop.add_callback(self._run)
+
+    async def _run(self) -> None:
+        try:
+            while self.ready:
+                if self.busy():
+                    # Tasks wait on the cluster beyond its threads: reporting a
+                    # few ms later costs no throughput, and one gather (one
+                    # round trip to the workers) then serves many tasks.
+                    await asyncio.sleep(self.BATCH_DELAY)
+                batch, self.ready = self.ready, []
+                finished = [f for f in batch if f.status == "finished"]
+                items: list[Any] = [f for f in batch if f.status != "finished"]
+                if finished:
+                    try:
+                        results = await self.client.gather(finished, asynchronous=True)
+                    except Exception:  # the EventThread retries them one by one
+                        items.extend(finished)
+                    else:
+                        items.extend(zip(finished, results, strict=True))
+                self.deliver(items)
+        finally:
+            self.running = False
 
 
 @functools.cache
