@@ -247,32 +247,44 @@ def test_lambda_closure_and_submit_keyword_names(sup):
     assert task.result(WAIT) == ("k", 3, None)
 
 
-def test_main_module_function_runs_on_the_cluster(cluster, tmp_path):
-    """A script's own function, the scheduler named by ATASKER_DASK_ADDRESS,
-    the plugin loaded through its entry point."""
+def test_address_from_the_environment(make_supervisor, cluster, client, monkeypatch):
+    monkeypatch.setenv(ENV_ADDRESS, cluster.scheduler_address)
+    sup = make_supervisor(plugins=[atasker_dask])
+    assert sup.submit(os.getpid, tt=TT_DASK).result(WAIT) in client.run(os.getpid).values()
+    assert executor(sup).statistics()["address"] == cluster.scheduler_address
+
+
+def test_main_module_function_and_exit_without_stop(tmp_path):
+    """A script's own function runs on a local cluster the global supervisor
+    starts (the plugin loaded through its entry point); tasks still queued
+    when the script ends without stop() complete, and it exits cleanly."""
     script = tmp_path / "main_script.py"
     script.write_text(
         textwrap.dedent(
             """
             import os
-            from atasker import TaskSupervisor
+            import atasker_dask
+            from atasker import background_task, task_supervisor
 
             def square_in_main(x):
                 return x * x, os.getpid()
 
             if __name__ == "__main__":
-                sup = TaskSupervisor()
-                value, pid = sup.submit(square_in_main, (7,), tt="dask").result(60)
-                print(value, pid != os.getpid(), sup.plugin_manager.records["dask"].distribution)
-                sup.stop()
+                atasker_dask.configure(cluster_kwargs={"n_workers": 1})
+                value, pid = background_task(square_in_main, tt="dask")(7).result(60)
+                print(value, pid != os.getpid(), task_supervisor.plugin_manager.records["dask"].distribution)
+                for i in range(3):
+                    background_task(square_in_main, tt="dask", callback=lambda r: print("late", r[0]))(i)
             """
         )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATASKER_")}
-    env[ENV_ADDRESS] = cluster.scheduler_address
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["49", "True", "atasker-dask"]
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["49", "True", "atasker-dask"]
+    assert sorted(lines[1:]) == ["late 0", "late 1", "late 4"], proc.stdout + proc.stderr
+    assert "Error" not in proc.stderr, proc.stderr
 
 
 def test_co_dask_apply_and_await(sup, gate):
@@ -331,9 +343,12 @@ def test_cancel_queued_and_running(sup, client, gate):
         assert running.cancel()
         assert running.cancelled()  # at once: the handle does not wait for the worker
         assert forgotten.wait(WAIT)  # and Dask dropped the task
-    # The slot is free; the cancelled function still holds its worker thread
-    # (Dask cannot interrupt it), so this runs on the other worker.
-    assert sup.submit(operator.add, (2, 2), tt=TT_DASK).result(WAIT) == 4
+    # The slot is free at once, although the cancelled function still holds
+    # its worker thread (Dask cannot interrupt it) until it returns.
+    after = sup.submit(operator.add, (2, 2), tt=TT_DASK)
+    assert after.status == 1
+    release.set()
+    assert after.result(WAIT) == 4
 
 
 def test_timeout_fails_the_task_and_cancels_its_future(sup, client, gate):
@@ -460,7 +475,8 @@ def test_worker_killed_mid_task_runs_it_elsewhere(sup, client, gate):
     task = sup.submit(blocked, (started.name, release.name), tt=TT_DASK)
     assert started.wait(WAIT)
     pids = client.run(os.getpid)
-    (address,) = [address for address, keys in client.processing().items() if keys]
+    key = executor(sup)._key(task)
+    (address,) = [address for address, keys in client.processing().items() if key in keys]
     os.kill(pids[address], signal.SIGKILL)
     release.set()
     pid = task.result(WAIT * 2)  # Dask re-ran it on a live worker

@@ -7,16 +7,18 @@
        ▼  supervisor admits (pool: cluster threads + reserves)         │
     start(task) ──client.submit(key, priority=-task.priority)──▶ scheduler ──▶ worker
        ▲                                                                   │
-       │   Dask callback thread ──add_done(future)──▶ EventThread ◀────────┘
-       │                                                 │ client.gather(batch)
-       └──────────── supervisor.task_done(result | exception) ◀┘
+       │     client's event loop: _Collector ◀── future done ◀─────────────┘
+       │       (one client.gather per batch of finished futures)
+       │                        │ add_batch
+       │                        ▼
+       └── task_done(result | exception) ◀── EventThread (also timeouts, cancels)
 
     scheduler "all" events (add-worker / remove-worker) ──▶ EventThread:
        scheduler_info() ──▶ applier thread ──▶ supervisor.set_pool("dask", ...)
 
 Every task is reported exactly once: whoever pops it from ``_inflight`` (or
-``_pending`` while connecting) reports it -- the EventThread for an outcome,
-``cancel()``, a timeout, a lost connection or ``shutdown()``.
+``_pending`` while connecting) reports it -- the EventThread for an outcome
+or a timeout, ``cancel()``, a lost connection or ``shutdown()``.
 
 Connection states: ``idle`` -> ``connecting`` -> ``connected`` -> ``lost``
 (the client's scheduler comm closed) -> ``connecting`` (the next dask task)
