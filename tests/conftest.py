@@ -7,6 +7,7 @@ test and fails the test if it left tasks queued or running.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -46,3 +47,23 @@ def make_supervisor(atasker_supervisor_factory: Callable[..., TaskSupervisor]) -
 def supervisor(make_supervisor: Callable[..., Any]) -> TaskSupervisor:
     """A started supervisor with a thread pool of 4 and reserves 2/2."""
     return make_supervisor(pool_size=4, reserve_normal=2, reserve_high=2)
+
+
+class _CollectWarnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def no_asyncio_complaints():
+    """Fail on what asyncio logs instead of warning: "Task was destroyed but
+    it is pending", "exception was never retrieved", callback errors."""
+    handler = _CollectWarnings()
+    logging.getLogger("asyncio").addHandler(handler)
+    yield
+    logging.getLogger("asyncio").removeHandler(handler)
+    assert not handler.records, [r.getMessage() for r in handler.records]

@@ -24,25 +24,8 @@ from atasker import (
 
 from .conftest import WAIT
 
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture(autouse=True)
-def _no_asyncio_complaints():
-    """Fail on what asyncio logs instead of warning: "Task was destroyed but
-    it is pending", "exception was never retrieved", callback errors."""
-    handler = _Collect()
-    logging.getLogger("asyncio").addHandler(handler)
-    yield
-    logging.getLogger("asyncio").removeHandler(handler)
-    assert not handler.records, [r.getMessage() for r in handler.records]
+# Fail on what asyncio logs instead of warning (see conftest).
+pytestmark = pytest.mark.usefixtures("no_asyncio_complaints")
 
 
 async def answer(x=42):
