@@ -166,6 +166,7 @@ async def co_mp_apply(
     priority: int | None = None,
     delay: float | None = None,
     supervisor: TaskSupervisor | None = None,
+    tt: str = TT_MP,
 ) -> Any:
     """Run ``f(*args, **kwargs)`` as a process task and await its result.
 
@@ -180,6 +181,8 @@ async def co_mp_apply(
     :param priority: task priority (default ``TASK_NORMAL``).
     :param delay: seconds to wait before the task joins its queue.
     :param supervisor: the supervisor (default ``atasker.task_supervisor``).
+    :param tt: the task type: process tasks by default, or another that runs
+        a function elsewhere, such as ``"dask"`` from ``atasker-dask``.
     :returns: what *f* returned.
     :raises Exception: what *f* raised (its traceback in the worker chained
         as a :class:`RemoteTraceback`), :class:`ProcessDiedError`,
@@ -188,7 +191,7 @@ async def co_mp_apply(
     if supervisor is None:
         from . import task_supervisor as supervisor
     assert supervisor is not None
-    submit_kwargs: dict[str, Any] = {"tt": TT_MP, "delay": delay}
+    submit_kwargs: dict[str, Any] = {"tt": tt, "delay": delay}
     if priority is not None:
         submit_kwargs["priority"] = priority
     task = supervisor.submit(f, tuple(args), dict(kwargs) if kwargs else {}, **submit_kwargs)

@@ -50,6 +50,7 @@ from .task import (
     TASK_STATUS_QUEUED,
     TASK_STATUS_STARTED,
     Task,
+    pool_thread,
     validate_priority,
 )
 from .types import Executor, Pool, QueuePolicy, StatusStore
@@ -813,6 +814,18 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
         if started:
             self._launch(slot, started)
 
+    def pool_config(self, tt: str) -> dict[str, int]:
+        """The pool sizes set for task type *tt*, and only those.
+
+        What :meth:`set_pool` (or, for ``"thread"``, the constructor) set:
+        a sizes key the user never set is absent, so an executor can tell a
+        user's choice from its task type's default (``atasker-dask`` follows
+        the cluster with the sizes that are absent).  A copy; it survives
+        ``stop()`` and ``start()`` like the sizes themselves.
+        """
+        with self._config_lock:
+            return dict(self._pool_config.get(tt, {}))
+
     def set_thread_pool(
         self,
         pool_size: int | None = None,
@@ -906,7 +919,15 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
         :param cancel_tasks: cancel queued and delayed tasks first (status
             ``-1``, handles cancelled); running tasks finish.
         :returns: ``True`` if every task ended before it returned.
+
+        Called from one of this supervisor's own thread tasks, stop waits for
+        every *other* task (the calling one cannot end before stop returns)
+        and returns ``True`` once they have ended; the calling task then ends
+        as usual.  Do not call it with ``wait`` from a coroutine task: the
+        event loop would be blocked.
         """
+        # The calling task, if it is one of ours, is not waited for.
+        own = 1 if pool_thread.supervisor is self else 0
         if self._active and not self._stopping:
             self._before_stop(wait, cancel_tasks)
         with self._lock:
@@ -921,12 +942,12 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
         if wait is not False:
             deadline = None if wait is True else time.monotonic() + float(wait)
             with self._lock:
-                while self._unfinished():
+                while self._unfinished() > own:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         break
                     self._all_done.wait(remaining)
-                all_done = self._unfinished() == 0
+                all_done = self._unfinished() <= own
                 self._draining = False
             if not all_done:
                 self._cancel_all_queued()
@@ -940,7 +961,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
                 )
         else:
             with self._lock:
-                all_done = self._unfinished() == 0
+                all_done = self._unfinished() <= own
         with self._config_lock:
             for slot in self._slots.values():
                 try:
@@ -959,7 +980,9 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
             self._watch_scheduled = self._watch_critical_scheduled = False
             self._stopped_event.set()
         self._call_observer("atasker_supervisor_stopped", supervisor=self)
-        if self._store is not None and all_done:
+        # A store is closed once it has every final record (the calling
+        # task's comes after this; the at-exit fallback closes it then).
+        if self._store is not None and all_done and not own:
             self._store.close()
         return all_done
 

@@ -20,6 +20,7 @@ bare ``Future``: a queued task costs one object, not three.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
@@ -228,6 +229,19 @@ class Task(Future):
         if self.done():
             state = "done"
         return f"<Task {self.id} {self.name!r} tt={self.tt} priority={self.priority} {state}>"
+
+
+class _PoolThread(threading.local):
+    """What the current thread is, for the supervisor (see :data:`pool_thread`)."""
+
+    #: The supervisor whose pool this thread works for, or ``None``.
+    supervisor: Any = None
+
+
+#: Set by executors whose own threads run tasks (the thread pool), once per
+#: thread: ``stop(wait=True)`` called from such a thread's task must not wait
+#: for that task, which cannot end before ``stop()`` returns.
+pool_thread = _PoolThread()
 
 
 #: The seed's *task info* record.  It is the task handle itself: the fields

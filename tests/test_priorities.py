@@ -152,6 +152,19 @@ def test_set_pool_before_first_use_is_kept(make_supervisor):
     assert (info["pool_size"], info["reserve_normal"], info["reserve_high"]) == (3, 0, 1)
 
 
+def test_pool_config_names_only_the_sizes_set(make_supervisor):
+    sup = make_supervisor(start=False)
+    assert sup.pool_config("thread") == {}
+    sup.set_thread_pool(reserve_high=2)
+    sup.start()
+    sup.set_pool("thread", pool_size=5)
+    config = sup.pool_config("thread")
+    assert config == {"reserve_high": 2, "pool_size": 5}
+    config["pool_size"] = 1  # a copy: changing it changes nothing
+    assert sup.pool_config("thread")["pool_size"] == 5
+    assert sup.pool_config("no such type") == {}
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, "high", True])
 def test_set_pool_rejects_bad_sizes(supervisor, bad):
     with pytest.raises(ValueError, match="pool_size must be an int >= 0"):

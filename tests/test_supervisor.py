@@ -14,6 +14,7 @@ import time
 import pytest
 
 from atasker import (
+    TASK_CRITICAL,
     TASK_HIGH,
     TASK_LOW,
     SupervisorStoppedError,
@@ -212,6 +213,22 @@ def test_stop_waits_for_queued_and_running(make_supervisor):
     threading.Timer(0.05, gate.set).start()
     assert sup.stop(wait=True) is True
     assert all(t.done() and t.result() is True for t in tasks)
+
+
+def test_stop_from_inside_a_task_waits_for_the_others_not_itself(make_supervisor):
+    sup = make_supervisor(pool_size=2, reserve_normal=0, reserve_high=0)
+    gate = threading.Event()
+    other = sup.submit(gate.wait, (WAIT,))
+    queued = [sup.submit(pow, (2, i)) for i in range(5)]
+
+    def stop_from_here():
+        gate.set()  # the other task may end now; stop() waits for it and the queue
+        return sup.stop(wait=True), sup.is_active(), other.done(), [t.done() for t in queued]
+
+    stopper = sup.submit(stop_from_here, priority=TASK_CRITICAL)
+    assert stopper.result(WAIT) == (True, False, True, [True] * 5)
+    assert [t.result() for t in queued] == [1, 2, 4, 8, 16]
+    assert stopper.outcome == "completed" and sup.get_tasks() == []
 
 
 def test_stop_cancel_tasks_cancels_queued_and_lets_running_finish(make_supervisor):

@@ -29,7 +29,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..hookspecs import hookimpl
-from ..task import Task
+from ..task import Task, pool_thread
 from ..types import Pool, TaskType
 
 if TYPE_CHECKING:
@@ -115,6 +115,7 @@ class ThreadExecutor:
         task_done = self._supervisor.task_done
         idle_lock = self._idle_lock
         me = threading.current_thread()
+        pool_thread.supervisor = self._supervisor
         try:
             while True:
                 task = get()
