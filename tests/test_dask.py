@@ -54,6 +54,7 @@ from atasker import (
     TaskPicklingError,
     WorkerDiedError,
     background_task,
+    co_mp_apply,
 )
 
 from .conftest import WAIT
@@ -254,6 +255,31 @@ def test_address_from_the_environment(make_supervisor, cluster, client, monkeypa
     assert executor(sup).statistics()["address"] == cluster.scheduler_address
 
 
+def test_a_cluster_object_the_application_started(make_supervisor, cluster, client):
+    sup = make_supervisor(plugins=[atasker_dask])
+    atasker_dask.configure(sup, cluster=cluster, connect_timeout=WAIT)
+    assert sup.submit(os.getpid, tt=TT_DASK).result(WAIT) in client.run(os.getpid).values()
+    stats = executor(sup).statistics()
+    assert stats["address"] == cluster.scheduler_address and stats["cluster_threads"] == 2
+    # Messages to the scheduler go out every 2 ms (submit_interval), not Dask's 10.
+    assert atasker_dask.get_client(sup).scheduler_comm.interval == pytest.approx(0.002)
+    sup.stop()
+    assert cluster.status.name == "running"  # the application's to close, not atasker's
+    assert client.submit(operator.neg, 1).result(WAIT) == -1
+
+
+def test_configure_rejects_conflicting_or_wrong_targets(make_supervisor, cluster):
+    sup = make_supervisor(plugins=[atasker_dask], start=False)
+    with pytest.raises(ValueError, match="pass one of address, scheduler_file and cluster, not address and cluster"):
+        atasker_dask.configure(sup, address=cluster.scheduler_address, cluster=cluster)
+    with pytest.raises(TypeError, match="pass a cluster object as cluster="):
+        atasker_dask.configure(sup, address=cluster)
+    with pytest.raises(TypeError, match="cluster must be a distributed cluster object"):
+        atasker_dask.configure(sup, cluster=cluster.scheduler_address)
+    with pytest.raises(ValueError, match="submit_interval must be a number of seconds >= 0"):
+        atasker_dask.configure(sup, submit_interval=-1)
+
+
 def test_main_module_function_and_exit_without_stop(tmp_path):
     """A script's own function runs on a local cluster the global supervisor
     starts (the plugin loaded through its entry point); tasks still queued
@@ -291,9 +317,10 @@ def test_co_dask_apply_and_await(sup, gate):
     async def main():
         added = await atasker_dask.co_dask_apply(operator.add, (2, 3), supervisor=sup, priority=TASK_HIGH)
         powered = await sup.submit(pow, (2, 5), tt=TT_DASK)
-        return added, powered
+        negated = await co_mp_apply(operator.neg, (4,), supervisor=sup, tt=TT_DASK)
+        return added, powered, negated
 
-    assert asyncio.run(main()) == (5, 32)
+    assert asyncio.run(main()) == (5, 32, -4)
 
     started, release = gate(), gate()
 
@@ -447,24 +474,26 @@ def test_pool_follows_the_cluster_threads(make_supervisor, cluster, client):
         return info["pool_size"], info["reserve_normal"], info["reserve_high"]
 
     assert ex.wait_threads(2, WAIT) and ex_fixed.wait_threads(2, WAIT)
-    assert sizes(sup) == (2, 2, 2) and sizes(fixed) == (7, 2, 2)
+    # pool = threads; NORMAL up to 8 per thread on the cluster, HIGH up to 16.
+    assert sizes(sup) == (2, 14, 16) and sizes(fixed) == (7, 14, 16)
+    assert fixed.pool_config(TT_DASK)["pool_size"] == 7
     try:
         cluster.scale(3)
         assert ex.wait_threads(3, WAIT * 2) and ex_fixed.wait_threads(3, WAIT * 2)
-        assert sizes(sup) == (3, 3, 3) and sizes(fixed) == (7, 3, 3)
+        assert sizes(sup) == (3, 21, 24) and sizes(fixed) == (7, 21, 24)
         sup.set_pool(TT_DASK, reserve_high=9)  # set after first use: kept too
         assert ex.statistics()["following"] == ["pool_size", "reserve_normal"]
     finally:
         cluster.scale(2)
     assert ex.wait_threads(2, WAIT * 2)
-    assert sizes(sup) == (2, 2, 9)
+    assert sizes(sup) == (2, 14, 9)
     # After a restart the sizes this plugin set still follow; the user's do not.
     sup.stop()
     sup.start()
     atasker_dask.get_client(sup, WAIT)
     assert executor(sup).wait_threads(2, WAIT)
     assert executor(sup).statistics()["following"] == ["pool_size", "reserve_normal"]
-    assert sizes(sup) == (2, 2, 9)
+    assert sizes(sup) == (2, 14, 9)
 
 
 # ---------------------------------------------------------------------- faults

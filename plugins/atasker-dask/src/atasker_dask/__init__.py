@@ -12,9 +12,10 @@ the task type::
 
     result = simulate(42).result()
 
-Where tasks run: :func:`configure` (or ``ATASKER_DASK_ADDRESS``) names a
-scheduler; with neither, a :func:`local_cluster` is started on first use and
-closed on ``stop()``.
+Where tasks run: :func:`configure` names a scheduler address or a cluster
+object the application started (or ``ATASKER_DASK_ADDRESS`` an address);
+with neither, a :func:`local_cluster` is started on first use and closed on
+``stop()``.
 
 * The handle gets the result, or the task's exception (its type kept, the
   worker's traceback chained as a :class:`atasker.RemoteTraceback`);

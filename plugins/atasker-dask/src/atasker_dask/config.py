@@ -37,17 +37,22 @@ class DaskSettings:
 
     address: str | None = None
     scheduler_file: str | None = None
+    #: A cluster object the application started (and closes).
+    cluster: Any = None
     security: Any = None
     client_kwargs: Mapping[str, Any] = field(default_factory=dict)
     cluster_kwargs: Mapping[str, Any] = field(default_factory=dict)
     cluster_config: Mapping[str, Any] = field(default_factory=dict)
     connect_timeout: float = 10.0
     retry_interval: float = 2.0
+    #: Seconds between the client's batches of messages to the scheduler
+    #: (Dask's own is 10 ms); ``None`` keeps Dask's.
+    submit_interval: float | None = 0.002
 
     @property
     def remote(self) -> bool:
         """Whether tasks go to an existing scheduler (not a local cluster atasker starts)."""
-        return bool(self.address or self.scheduler_file)
+        return bool(self.address or self.scheduler_file or self.cluster is not None)
 
     def describe(self) -> str:
         """Where tasks go, for messages."""
@@ -55,6 +60,9 @@ class DaskSettings:
             return f"the Dask scheduler at {self.address}"
         if self.scheduler_file:
             return f"the Dask scheduler of scheduler file {self.scheduler_file}"
+        if self.cluster is not None:
+            address = getattr(self.cluster, "scheduler_address", None)
+            return f"the Dask scheduler of {type(self.cluster).__name__} {address or self.cluster!r}"
         return "a local Dask cluster"
 
 
@@ -72,17 +80,19 @@ def configure(
     *,
     address: str | None = None,
     scheduler_file: str | None = None,
+    cluster: Any = None,
     security: Any = None,
     client_kwargs: Mapping[str, Any] | None = None,
     cluster_kwargs: Mapping[str, Any] | None = None,
     cluster_config: Mapping[str, Any] | None = None,
     connect_timeout: float = 10.0,
     retry_interval: float = 2.0,
+    submit_interval: float | None = 0.002,
 ) -> DaskSettings:
     """Say where *supervisor* runs its dask tasks.
 
     Call it before the supervisor's first dask task (or after ``stop()``);
-    with neither *address* nor *scheduler_file*, and no
+    with none of *address*, *scheduler_file* and *cluster*, and no
     ``ATASKER_DASK_ADDRESS``, a :func:`local_cluster` is started on first use
     and closed on ``stop()``.
 
@@ -91,6 +101,11 @@ def configure(
         ``tls://host:8786``.
     :param scheduler_file: a scheduler file written by
         ``dask scheduler --scheduler-file``, instead of *address*.
+    :param cluster: a cluster object the application started, instead of
+        *address*: a :class:`distributed.LocalCluster` (atasker's client then
+        shares its event loop thread, as ``Client(cluster)`` does), or any
+        ``distributed`` cluster manager (``SSHCluster``, dask-jobqueue's, ...).
+        atasker does not close it; the application does, after ``stop()``.
     :param security: a :class:`distributed.security.Security` with the TLS
         credentials for a ``tls://`` scheduler, passed to
         :class:`distributed.Client` (and to the local cluster, if atasker
@@ -107,14 +122,37 @@ def configure(
     :param connect_timeout: seconds to wait for a remote scheduler.
     :param retry_interval: after a connection attempt failed, dask tasks fail
         at once for this many seconds before the next task tries again.
+    :param submit_interval: seconds between the client's batches of messages
+        to the scheduler.  Dask batches over 10 ms; atasker submits a task
+        each time one finishes, and a shorter interval lets that task reach a
+        worker sooner.  ``None`` keeps Dask's.
     :returns: the settings now in force.
-    :raises ValueError: both *address* and *scheduler_file*, or bad timeouts.
+    :raises ValueError: more than one of *address*, *scheduler_file* and
+        *cluster*, or bad timeouts.
+    :raises TypeError: *address* is not a string, or *cluster* not a cluster
+        object.
     :raises RuntimeError: the supervisor's dask executor is connected or
         connecting; stop the supervisor first.
     """
-    if address is not None and scheduler_file is not None:
-        raise ValueError("pass either address or scheduler_file, not both")
-    for name, value in (("connect_timeout", connect_timeout), ("retry_interval", retry_interval)):
+    given = [
+        name
+        for name, value in (("address", address), ("scheduler_file", scheduler_file), ("cluster", cluster))
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise ValueError(f"pass one of address, scheduler_file and cluster, not {' and '.join(given)}")
+    if address is not None and not isinstance(address, str):
+        raise TypeError(
+            f"address must be a scheduler address string, got {type(address).__name__}; "
+            "pass a cluster object as cluster="
+        )
+    if cluster is not None and not hasattr(cluster, "scheduler_address"):
+        raise TypeError(f"cluster must be a distributed cluster object (with a scheduler_address), got {cluster!r}")
+    for name, value in (
+        ("connect_timeout", connect_timeout),
+        ("retry_interval", retry_interval),
+        ("submit_interval", 0 if submit_interval is None else submit_interval),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
     if supervisor is None:
@@ -122,12 +160,14 @@ def configure(
     settings = DaskSettings(
         address=address,
         scheduler_file=scheduler_file,
+        cluster=cluster,
         security=security,
         client_kwargs=dict(client_kwargs or {}),
         cluster_kwargs=dict(cluster_kwargs or {}),
         cluster_config=dict(cluster_config or {}),
         connect_timeout=float(connect_timeout),
         retry_interval=float(retry_interval),
+        submit_interval=None if submit_interval is None else float(submit_interval),
     )
     from .executor import executor_of
 

@@ -140,13 +140,23 @@ def executor_of(supervisor: TaskSupervisor) -> DaskExecutor | None:
 def auto_sizes(threads: int) -> dict[str, int]:
     """Pool sizes for a cluster of *threads* worker threads.
 
-    ``pool_size`` = threads (at least 1: ``0`` would mean unlimited), so LOW
-    tasks never wait in the scheduler's queue; ``reserve_normal`` =
-    ``reserve_high`` = threads, so NORMAL work keeps about one task per
-    thread queued on the scheduler (hiding the client round trip) and HIGH
-    about two, in Dask priority order.
+    * ``pool_size`` = threads (at least 1: ``0`` would mean unlimited): LOW
+      tasks never wait on the cluster, so none is ever queued there ahead of
+      more urgent work;
+    * ``reserve_normal`` = 7 x threads: NORMAL tasks keep up to eight per
+      thread handed to Dask, one running and the rest waiting on the
+      scheduler in Dask priority order, so that a thread that finishes finds
+      its next task there instead of idling for the round trip to atasker
+      and back (10-25 ms on a busy machine);
+    * ``reserve_high`` = 8 x threads: HIGH tasks up to sixteen per thread,
+      ahead of the NORMAL ones on the cluster.
+
+    Measured with 1,000 trivial NORMAL tasks on 2 threads, against direct
+    ``client.submit``: one task per thread on the cluster ran at 0.39-0.46x,
+    two at 0.49x, four at 0.64-0.71x, eight at 0.90-0.92x, sixteen no faster
+    (0.90x); 10 ms tasks at 0.90-0.93x with four or eight.
     """
-    return {"pool_size": max(1, threads), "reserve_normal": threads, "reserve_high": threads}
+    return {"pool_size": max(1, threads), "reserve_normal": 7 * threads, "reserve_high": 8 * threads}
 
 
 def _cluster_threads(client: Any) -> int:
@@ -190,7 +200,7 @@ class DaskExecutor:
         self._refresh_posted = False
         # Pool sizes follow the cluster unless the user set them: the sizes in
         # the supervisor's pool configuration that this plugin did not write.
-        configured = getattr(supervisor, "_pool_config", {}).get(pool.tt, {})
+        configured = supervisor.pool_config(pool.tt)
         written = _written.get(supervisor, {})
         self._follow = {k for k in _SIZE_KEYS if k not in configured or written.get(k) == configured[k]}
         self._auto = {k: getattr(pool, k) for k in _SIZE_KEYS}
@@ -382,6 +392,7 @@ class DaskExecutor:
             client, cluster = self._open(settings)
             _register_exit_hook()
             client.subscribe_topic("all", self._on_cluster_event)
+            _set_submit_interval(client, settings.submit_interval)
             threads = _cluster_threads(client)
             if settings.remote:
                 self._check_saturation(client)
@@ -423,11 +434,17 @@ class DaskExecutor:
             self._submit(client, task)
 
     def _open(self, settings: DaskSettings) -> tuple[Any, Any]:
-        from distributed import Client
+        from distributed import Client, LocalCluster
         from distributed.core import Status
 
         kwargs: dict[str, Any] = {"set_as_default": False, "timeout": settings.connect_timeout}
         kwargs.update(settings.client_kwargs)
+        if settings.cluster is not None:
+            if settings.security is not None:
+                kwargs.setdefault("security", settings.security)
+            if isinstance(settings.cluster, LocalCluster):
+                kwargs.setdefault("direct_to_workers", True)  # same machine, as below
+            return Client(settings.cluster, **kwargs), None
         if settings.remote:
             if settings.security is not None:
                 kwargs.setdefault("security", settings.security)
@@ -604,8 +621,8 @@ class DaskExecutor:
     def _busy(self) -> bool:
         """Many more tasks on the cluster than threads: throughput, not latency, counts.
 
-        The default pool keeps at most three tasks per thread on the cluster,
-        so only a pool the user opened up (``pool_size=0`` or large) is busy.
+        With the default pool, a queue of NORMAL or more urgent tasks makes
+        it busy; LOW tasks alone (one per thread) do not.
         """
         return len(self._inflight) > 4 * max(1, self._threads or 0)
 
@@ -830,6 +847,20 @@ def _done_callback() -> Any:
     except ImportError:  # pragma: no cover
         return None
     return done_callback
+
+
+def _set_submit_interval(client: Any, interval: float | None) -> None:
+    """Let *client* send its messages to the scheduler every *interval* seconds.
+
+    A Dask client batches what it sends the scheduler over 10 ms (a constant
+    in ``distributed``, not a configuration key): right for a script that
+    submits a graph at once, but atasker submits a task whenever another one
+    finishes, so most submissions would wait for the next batch.
+    """
+    comm = getattr(client, "scheduler_comm", None)
+    if interval is None or comm is None or not isinstance(getattr(comm, "interval", None), (int, float)):
+        return  # a distributed that batches differently: leave it as it is
+    comm.interval = interval
 
 
 def _close_quietly(client: Any, cluster: Any) -> None:
