@@ -7,8 +7,6 @@ import re
 import subprocess
 import sys
 
-from atasker import TaskType, hookimpl
-from atasker.builtin.thread import ThreadExecutor
 from atasker.demo import JOB_NAMES, POOLS, burn_cpu, run_demo, workload
 from atasker.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
 
@@ -58,19 +56,16 @@ def test_engine_dask_without_the_plugin_says_what_to_install(tmp_path, capsys):
     assert "unknown engine" in capsys.readouterr().err
 
 
-class FakeDask:
-    """Stands in for atasker-dask: task type "dask" run by pool threads."""
+def test_engine_dask_runs_the_cpu_bound_tasks_on_a_real_local_cluster(tmp_path, capsys):
+    import atasker_dask
 
-    @hookimpl
-    def atasker_register_task_types(self, register):
-        register(TaskType("dask", ThreadExecutor, pool_size=2, doc="fake dask for tests"))
-
-
-def test_engine_dask_runs_the_cpu_bound_tasks_on_the_dask_task_type(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert run_demo(quick=True, engine="dask", out=out, plugins=[FakeDask()], live_options={"plain_interval": 60}) == 0
+    assert (
+        run_demo(quick=True, engine="dask", out=out, plugins=[atasker_dask], live_options={"plain_interval": 60}) == 0
+    )
     text = capsys.readouterr().out
     assert "dask       pool_size=1" in text and re.search(r"^  dask +CRITICAL", text, re.M)
+    assert re.search(r"^  dask +median wait CRITICAL .*\(priority order holds\)", text, re.M)
     events = json.loads((out / "trace.json").read_text())
     by_tt = {e["args"]["tt"] for e in events if e["ph"] == "X"}
     assert by_tt == {"thread", "dask", "coroutine"}
