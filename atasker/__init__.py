@@ -45,6 +45,7 @@ from .task import (
     TASK_STATUS_STARTED,
     Task,
     TaskInfo,
+    pool_thread,
 )
 from .taskcollections import FunctionCollection, TaskCollection
 from .types import (
@@ -113,6 +114,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "live",
+    "pool_thread",
     "task_supervisor",
     "wait_completed",
     *_aloop.__all__,

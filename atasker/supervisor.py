@@ -923,11 +923,18 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
         Called from one of this supervisor's own thread tasks, stop waits for
         every *other* task (the calling one cannot end before stop returns)
         and returns ``True`` once they have ended; the calling task then ends
-        as usual.  Do not call it with ``wait`` from a coroutine task: the
-        event loop would be blocked.
+        as usual.  From a thread that reports other tasks' outcomes (the
+        callbacks of ``atasker-dask`` tasks run on one) only ``wait=False``
+        works: waiting there raises ``RuntimeError``.
         """
         # The calling task, if it is one of ours, is not waited for.
         own = 1 if pool_thread.supervisor is self else 0
+        if own and pool_thread.reports_others and wait is not False:
+            raise RuntimeError(
+                f"stop(wait={wait!r}) called on {threading.current_thread().name}, which reports the "
+                f"outcomes of supervisor {self.name!r}'s other tasks: it would wait for itself; call "
+                "stop(wait=False) there, or stop from another thread"
+            )
         if self._active and not self._stopping:
             self._before_stop(wait, cancel_tasks)
         with self._lock:

@@ -236,11 +236,15 @@ class _PoolThread(threading.local):
 
     #: The supervisor whose pool this thread works for, or ``None``.
     supervisor: Any = None
+    #: Whether this thread also reports the outcomes of *other* tasks (a
+    #: plugin's reporting thread, whose task callbacks run on it).
+    reports_others: bool = False
 
 
-#: Set by executors whose own threads run tasks (the thread pool), once per
-#: thread: ``stop(wait=True)`` called from such a thread's task must not wait
-#: for that task, which cannot end before ``stop()`` returns.
+#: Set by executors once per thread of their own that runs tasks or reports
+#: their outcomes: ``stop(wait=True)`` called from such a thread must not wait
+#: for the calling task, which cannot end before ``stop()`` returns, and from
+#: a thread that ``reports_others`` cannot wait at all.
 pool_thread = _PoolThread()
 
 

@@ -98,6 +98,15 @@ def test_seed_example_with_callback_in_parent(mp_sup):
     assert got == [(999, os.getpid())]  # the callback ran here, in the parent
 
 
+def test_stop_from_a_callback_is_refused_with_wait_and_works_without(mp_sup, caplog):
+    # Callbacks run on the thread that reports every process task: waiting there would wait for itself.
+    refused = mp_sup.submit(tests.mp.test, tt=TT_MP, callback=lambda _: mp_sup.stop())
+    assert refused.result(WAIT) == 999 and mp_sup.is_active()
+    assert "RuntimeError: stop(wait=True) called on atasker_mp_" in caplog.text
+    stopped = mp_sup.submit(tests.mp.test, tt=TT_MP, callback=lambda _: mp_sup.stop(wait=False))
+    assert stopped.result(WAIT) == 999 and not mp_sup.is_active()
+
+
 def test_runs_in_another_process_and_handle_works_with_futures_api(mp_sup):
     tasks = [mp_sup.submit(tests.mp.square, (i,), tt=TT_MP) for i in range(20)]
     _, not_done = concurrent.futures.wait(tasks, WAIT)

@@ -40,6 +40,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..process import ProcessDiedError, RemoteTraceback, TaskPicklingError
+from ..task import pool_thread
 from . import mp_worker
 from .mp_worker import ERROR, EXIT, FAILED, INIT_FAILED, OK, READY, send_msg, worker_main
 
@@ -350,6 +351,9 @@ class WorkerManager:
     # ------------------------------------------------------------ manager thread
 
     def _run(self) -> None:
+        # Process tasks' callbacks run here, and every outcome passes through.
+        pool_thread.supervisor = self._supervisor
+        pool_thread.reports_others = True
         try:
             while self._loop_once():
                 pass

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from atasker import Pool, Task, TaskSupervisor, TaskType, hookimpl
+from atasker import Pool, Task, TaskSupervisor, TaskType, hookimpl, pool_thread
 
 __all__ = ["TT_SUBPROCESS", "Command", "CommandTimeoutError", "SubprocessExecutor"]
 
@@ -97,6 +97,7 @@ class SubprocessExecutor:
         thread.start()
 
     def _run(self, task: Task) -> None:
+        pool_thread.supervisor = self._supervisor  # stop() from this task's callback: not waited for
         try:
             try:
                 command = _as_command(task.func(*task.args, **task.kwargs))
