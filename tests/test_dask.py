@@ -15,7 +15,9 @@ import them (the lambda, closure and ``__main__`` tests cover the others).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import gc
 import operator
 import os
 import signal
@@ -26,6 +28,7 @@ import textwrap
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -93,8 +96,8 @@ def suicide() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def takes_submit_keywords(key: str, priority: int = 0, pure: object = None) -> tuple[str, int, object]:
-    return key, priority, pure
+def takes_submit_keywords(key: str, priority: int = 0, pure: object = None, func: object = None) -> tuple:
+    return key, priority, pure, func
 
 
 # -------------------------------------------------------------------- fixtures
@@ -243,9 +246,9 @@ def test_lambda_closure_and_submit_keyword_names(sup):
 
     assert sup.submit(closure, (5,), tt=TT_DASK).result(WAIT) == 15
     assert sup.submit(lambda: os.getpid(), tt=TT_DASK).result(WAIT) != os.getpid()
-    # key / priority / pure are Client.submit keywords too: they reach the function.
-    task = sup.submit(takes_submit_keywords, kwargs={"key": "k", "priority": 3}, tt=TT_DASK)
-    assert task.result(WAIT) == ("k", 3, None)
+    # key / priority / pure / func are Client.submit keywords too: they reach the function.
+    task = sup.submit(takes_submit_keywords, kwargs={"key": "k", "priority": 3, "func": "f"}, tt=TT_DASK)
+    assert task.result(WAIT) == ("k", 3, None, "f")
 
 
 def test_address_from_the_environment(make_supervisor, cluster, client, monkeypatch):
@@ -355,6 +358,42 @@ def test_bad_input_is_a_clear_error(sup):
 
 
 # ---------------------------------------------------------- cancel and timeout
+
+
+def test_stop_without_waiting_resolves_every_handle(sup):
+    # CRITICAL: every task goes to Dask at once, so stop() finds many on the
+    # cluster and more being submitted.
+    tasks = [sup.submit(time.sleep, (0.005,), tt=TT_DASK, priority=TASK_CRITICAL) for _ in range(1000)]
+    atasker_dask.get_client(sup, WAIT)
+    ex = executor(sup)
+    sup.stop(wait=False)
+    not_done = concurrent.futures.wait(tasks, timeout=WAIT).not_done
+    assert not not_done, f"{len(not_done)} handles never resolved"
+    assert all(t.cancelled() or t.result() is None for t in tasks)
+    assert ex.statistics()["on_cluster"] == 0
+    # The client closes in the background: let it finish before the next test connects.
+    for thread in threading.enumerate():
+        if thread.name == "atasker_dask_close":
+            thread.join(WAIT)
+
+
+def test_stop_from_a_callback(sup, caplog):
+    """Callbacks run on the thread that reports every dask outcome: stop(wait=True)
+    there is refused with a clear error, stop(wait=False) works."""
+    refused = sup.submit(operator.neg, (1,), tt=TT_DASK, callback=lambda _: sup.stop())
+    assert refused.result(WAIT) == -1 and sup.is_active()
+    assert "RuntimeError: stop(wait=True) called on atasker_dask_" in caplog.text
+    stopped = sup.submit(operator.neg, (2,), tt=TT_DASK, callback=lambda _: sup.stop(wait=False))
+    assert stopped.result(WAIT) == -2 and not sup.is_active()  # the callback ran before the handle resolved
+
+
+def test_a_timeout_does_not_keep_a_finished_task_alive(sup):
+    task = sup.submit(bytearray, (1000,), tt=TT_DASK, timeout=3600)
+    assert len(task.result(WAIT)) == 1000
+    ref = weakref.ref(task)
+    del task
+    gc.collect()
+    assert ref() is None
 
 
 def test_cancel_queued_and_running(sup, client, gate):
@@ -529,7 +568,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def loop_threads() -> int:
+    return sum(thread.name == "IO loop" for thread in threading.enumerate())
+
+
 def test_unreachable_scheduler_fails_fast(make_supervisor):
+    loops = loop_threads()
     sup = make_supervisor(plugins=[atasker_dask])
     atasker_dask.configure(sup, address=f"tcp://127.0.0.1:{free_port()}", connect_timeout=1, retry_interval=60)
     # Submitted while the connection is being attempted: a few wait for it,
@@ -548,6 +592,8 @@ def test_unreachable_scheduler_fails_fast(make_supervisor):
     with pytest.raises(SchedulerUnavailableError):
         atasker_dask.get_client(sup, WAIT)  # an explicit call tries again
     assert sup.submit(operator.add, (2, 2)).result(WAIT) == 4  # thread tasks unaffected
+    sup.stop()
+    assert loop_threads() == loops  # failed attempts leave no client event loop running
 
 
 # ------------------------------------------------- clusters atasker starts itself

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from atasker import pool_thread
+
 __all__ = ["EventThread"]
 
 logger = logging.getLogger("atasker.dask")
@@ -29,8 +31,9 @@ class EventThread:
     Started on first use; :meth:`stop` ends it after the work already posted.
     """
 
-    def __init__(self, name: str, on_batch: Callable[[list[Any]], None]) -> None:
+    def __init__(self, name: str, on_batch: Callable[[list[Any]], None], supervisor: Any = None) -> None:
         self._name = name
+        self._supervisor = supervisor
         self._on_batch = on_batch
         self._cond = threading.Condition(threading.Lock())
         self._done: list[Any] = []
@@ -79,6 +82,10 @@ class EventThread:
         return self._thread is threading.current_thread()
 
     def _run(self) -> None:
+        # Task callbacks run here, and every outcome passes through here: a
+        # stop(wait=True) from a callback must fail rather than wait for itself.
+        pool_thread.supervisor = self._supervisor
+        pool_thread.reports_others = True
         cond = self._cond
         while True:
             due: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []

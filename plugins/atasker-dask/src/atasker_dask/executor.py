@@ -80,8 +80,8 @@ SUBMIT_OPTIONS = frozenset({"workers", "resources", "retries", "allow_other_work
 # Client.submit's own keywords: a task keyword argument with one of these
 # names would be taken by submit, so such a call goes through partial().
 _SUBMIT_KEYWORDS = frozenset(
-    {"key", "workers", "resources", "retries", "priority", "fifo_timeout", "allow_other_workers", "actor", "actors"}
-) | {"pure"}
+    {"func", "self", "key", "workers", "resources", "retries", "priority", "fifo_timeout", "allow_other_workers"}
+) | {"actor", "actors", "pure"}
 _SIZE_KEYS = ("pool_size", "reserve_normal", "reserve_high")
 
 IDLE, CONNECTING, CONNECTED, LOST, FAILED, CLOSED = "idle", "connecting", "connected", "lost", "failed", "closed"
@@ -195,7 +195,7 @@ class DaskExecutor:
         self._pending: dict[int, Task] = {}  # admitted while connecting
         self._inflight: dict[str, tuple[Task, Any]] = {}  # key -> (task, dask future)
         self._token = uuid.uuid4().hex  # keys are global on a scheduler: make ours unique
-        self._events = EventThread(f"atasker_dask_{supervisor.name}", self._collect)
+        self._events = EventThread(f"atasker_dask_{supervisor.name}", self._collect, supervisor)
         self._collector: _Collector | None = None
         self._refresh_posted = False
         # Pool sizes follow the cluster unless the user set them: the sizes in
@@ -258,7 +258,8 @@ class DaskExecutor:
             self._report_soon(task, exception=error)
             return
         if task.timeout is not None:
-            self._events.call_at(time.monotonic() + task.timeout, self._expire, task)
+            # Weakly: a finished task must not stay alive until its timeout would have run out.
+            self._events.call_at(time.monotonic() + task.timeout, self._expire, weakref.ref(task))
         if client is not None:
             self._submit(client, task)
 
@@ -385,7 +386,7 @@ class DaskExecutor:
 
     def _connect(self, gen: int, settings: DaskSettings) -> None:
         """Open a client (starting a local cluster if configured so); then submit what waits."""
-        client = cluster = None
+        client = cluster = replaced = None
         threads = 0
         error: BaseException | None = None
         try:
@@ -402,6 +403,9 @@ class DaskExecutor:
             current = gen == self._gen and self._state == CONNECTING
             if current and error is None:
                 self._client = client
+                # A local cluster of an earlier connection, replaced by a
+                # configure() since: closed below, not left running.
+                replaced = self._cluster if self._cluster is not cluster else None
                 self._cluster = cluster
                 self._state = CONNECTED
                 self._address = getattr(getattr(client, "scheduler", None), "address", None) or settings.address
@@ -428,13 +432,16 @@ class DaskExecutor:
             for task in pending:
                 self._report(task, exception=self._error_for(gen))
             return
+        if replaced is not None:
+            closer = threading.Thread(target=_close_quietly, args=(None, replaced), name="atasker_dask_close")
+            closer.start()
         logger.info("atasker-dask: connected to %s (%d worker threads)", self._address, threads)
         self._set_threads(threads)
         for task in pending:
             self._submit(client, task)
 
     def _open(self, settings: DaskSettings) -> tuple[Any, Any]:
-        from distributed import Client, LocalCluster
+        from distributed import LocalCluster
         from distributed.core import Status
 
         kwargs: dict[str, Any] = {"set_as_default": False, "timeout": settings.connect_timeout}
@@ -444,13 +451,13 @@ class DaskExecutor:
                 kwargs.setdefault("security", settings.security)
             if isinstance(settings.cluster, LocalCluster):
                 kwargs.setdefault("direct_to_workers", True)  # same machine, as below
-            return Client(settings.cluster, **kwargs), None
+            return _new_client(settings.cluster, kwargs), None
         if settings.remote:
             if settings.security is not None:
                 kwargs.setdefault("security", settings.security)
             if settings.scheduler_file:
                 kwargs["scheduler_file"] = settings.scheduler_file
-            return Client(settings.address, **kwargs), None
+            return _new_client(settings.address, kwargs), None
         cluster = self._cluster
         started = cluster is None or cluster.status in (Status.closing, Status.closed, Status.failed)
         if started:
@@ -461,7 +468,7 @@ class DaskExecutor:
         # Same machine: fetch results straight from the workers, not via the scheduler.
         kwargs.setdefault("direct_to_workers", True)
         try:
-            return Client(cluster, **kwargs), cluster
+            return _new_client(cluster, kwargs), cluster
         except BaseException:
             if started:
                 _close_quietly(None, cluster)
@@ -597,6 +604,9 @@ class DaskExecutor:
         return f"{task.name}-{self._token}-{task.id}"
 
     def _submit(self, client: Any, task: Task) -> None:
+        if self._state == CLOSED:  # e.g. the connect thread's backlog, after stop(wait=False)
+            self._report(task, cancelled=True)
+            return
         key = self._key(task)
         func, args, kwargs = task.func, task.args, task.kwargs
         if kwargs and not _SUBMIT_KEYWORDS.isdisjoint(kwargs):
@@ -608,6 +618,11 @@ class DaskExecutor:
             self._report_soon(task, exception=self._submit_error(task, exc))
             return
         self._inflight[key] = (task, future)
+        if self._state == CLOSED:
+            # shutdown() has swept _inflight (it marks CLOSED first): whoever
+            # pops the entry reports it, once.
+            self._drop_after_shutdown(key)
+            return
         if client.status != "running":
             # Lost between the check in start() and now: Dask may not have
             # cancelled this future along with the others.
@@ -617,6 +632,13 @@ class DaskExecutor:
             self._fail_entries([*lost, *([entry] if entry else [])])
             return
         self._watch(future)
+
+    def _drop_after_shutdown(self, key: str) -> None:
+        # Its future goes with the client, which shutdown() closes: closing a
+        # client releases its keys, one message for all rather than one each.
+        entry = self._inflight.pop(key, None)
+        if entry is not None:
+            self._report(entry[0], cancelled=True)
 
     def _busy(self) -> bool:
         """Many more tasks on the cluster than threads: throughput, not latency, counts.
@@ -632,13 +654,9 @@ class DaskExecutor:
         collector = self._collector
         if collector is None or collector.client is not client:
             collector = self._collector = _Collector(client, self._events.add_batch, self._busy)
-        done_callback = _done_callback()
-        if done_callback is not None:
-            # Straight on the client's event loop: Future.add_done_callback
-            # would go through Dask's callback thread, one more hand-off.
-            client.loop.add_callback(done_callback, future, collector.done)
-        else:  # pragma: no cover - a distributed without done_callback
-            future.add_done_callback(lambda f: client.loop.add_callback(collector.done, f))
+        # Straight on the client's event loop: Future.add_done_callback would
+        # go through Dask's callback thread, one more hand-off.
+        client.loop.add_callback(_when_done, future, collector.done)
 
     @staticmethod
     def _submit_error(task: Task, exc: BaseException) -> BaseException:
@@ -659,24 +677,33 @@ class DaskExecutor:
         result could not be gathered in the batch).
         """
         for item in items:
-            gathered = isinstance(item, tuple)
-            future = item[0] if gathered else item
-            entry = self._inflight.pop(future.key, None)
-            if entry is None:
-                continue  # cancelled, timed out or failed meanwhile: reported already
-            task = entry[0]
-            if gathered:
-                self._report(task, result=item[1])
-                continue
-            status = future.status
-            if status == "finished":
-                self._gather_one(future.client, task, future)
-            elif status == "error":
-                self._report(task, exception=self._remote_error(task, future))
-            elif status == "cancelled":
-                self._cancelled_by_dask(task, future)
-            else:  # "lost" data is recomputed by Dask: wait again
-                self._inflight[future.key] = entry
+            try:
+                self._collect_one(item)
+            except Exception:  # one bad report must not lose the rest of the batch
+                logger.exception("atasker-dask: reporting %r failed", item)
+
+    def _collect_one(self, item: Any) -> None:
+        gathered = isinstance(item, tuple)
+        future = item[0] if gathered else item
+        entry = self._inflight.pop(future.key, None)
+        if entry is None:
+            return  # cancelled, timed out or failed meanwhile: reported already
+        task = entry[0]
+        if gathered:
+            self._report(task, result=item[1])
+            return
+        status = future.status
+        if status == "finished":
+            self._gather_one(future.client, task, future)
+        elif status == "error":
+            self._report(task, exception=self._remote_error(task, future))
+        elif status == "cancelled":
+            self._cancelled_by_dask(task, future)
+        else:  # "lost" data is recomputed by Dask: wait again
+            self._inflight[future.key] = entry
+            if self._state == CLOSED:
+                self._drop_after_shutdown(future.key)
+            else:
                 self._watch(future)
 
     def _gather_one(self, client: Any, task: Task, future: Any) -> None:
@@ -718,7 +745,7 @@ class DaskExecutor:
             last = args[1] if len(args) > 1 else None
             last_address = getattr(last, "address", None) or (str(last) if last is not None else None)
             allowed = args[2] if len(args) > 2 and isinstance(args[2], int) else None
-            deaths = f"{allowed + 1} times" if allowed is not None else "too often"
+            deaths = "too often" if allowed is None else "once" if allowed == 0 else f"{allowed + 1} times"
             error = DaskWorkerDiedError(
                 f"dask task {task.id} ({task.name}) failed: the workers running it died {deaths}"
                 f" (the last one {last_address}); Dask gave up on it"
@@ -748,12 +775,18 @@ class DaskExecutor:
             exc = CancelledError(f"dask task {task.id} ({task.name}) was cancelled on the cluster")
         self._report(task, exception=exc)
 
-    def _expire(self, task: Task) -> None:
+    def _expire(self, ref: weakref.ref[Task]) -> None:
         """A task's timeout ran out (on the EventThread)."""
+        task = ref()
+        if task is None:
+            return  # finished and forgotten
         with self._lock:
             held = self._pending.pop(task.id, None) is not None
         entry = None if held else self._inflight.pop(self._key(task), None)
         if not held and entry is None:
+            if not task.done() and self._state != CLOSED:
+                # Between the connection's hand-over and its submission: look again shortly.
+                self._events.call_at(time.monotonic() + 0.01, self._expire, ref)
             return
         self._report(
             task,
@@ -839,14 +872,43 @@ class _Collector:
             self.running = False
 
 
-@functools.cache
-def _done_callback() -> Any:
-    """``distributed.client.done_callback``: the coroutine behind ``Future.add_done_callback``."""
+async def _when_done(future: Any, callback: Callable[[Any], None]) -> None:
+    """Call ``callback(future)`` on the client's event loop once *future* is done.
+
+    Like ``distributed.client.done_callback`` (behind ``Future.add_done_callback``),
+    but it also waits while the future is ``"lost"`` (a worker holding its
+    result died and Dask recomputes it) instead of calling back at once.
+    """
+    state = future._state
+    while state.status in ("pending", "lost"):
+        await state.wait()
+    callback(future)
+
+
+def _new_client(target: Any, kwargs: dict[str, Any]) -> Any:
+    """``Client(target, **kwargs)``, without a thread left behind when it fails.
+
+    A synchronous ``Client`` starts its event loop thread before it connects,
+    and a constructor that raises leaves no object to close: stop that
+    thread here (each failed attempt would leave one more).
+    """
+    from distributed import Client
+
+    client = Client.__new__(Client)
     try:
-        from distributed.client import done_callback
-    except ImportError:  # pragma: no cover
-        return None
-    return done_callback
+        client.__init__(target, **kwargs)
+    except BaseException:
+        runner = getattr(client, "_loop_runner", None)
+        if runner is not None:
+            try:
+                # Closed for Client.__del__, which would otherwise try to close
+                # it through the loop stopped here.
+                client.status = "closed"
+                runner.stop()
+            except Exception as exc:
+                logger.debug("atasker-dask: stopping a failed client's event loop failed: %s", exc)
+        raise
+    return client
 
 
 def _set_submit_interval(client: Any, interval: float | None) -> None:
