@@ -586,6 +586,20 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
         else:
             task.outcome = "completed"
         next_task = self._release(task, was_running=True, take_next=take_next)
+        if next_task is not None:
+            # The callback and observers below run while this thread holds
+            # the next task too: a stop() they call must not wait for it.
+            pool_thread.held += 1
+            try:
+                self._resolve(task, result, exception, cancelled)
+            finally:
+                pool_thread.held -= 1
+        else:
+            self._resolve(task, result, exception, cancelled)
+        return next_task
+
+    def _resolve(self, task: Task, result: Any, exception: BaseException | None, cancelled: bool) -> None:
+        """Resolve the handle, run the callback and the finished observers."""
         if cancelled:
             _force_cancel(task)
         elif exception is not None:
@@ -609,7 +623,6 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
                     self._internal_error(exc, f"callback of task {task.id} ({task.name})")
             task.set_result(result)
         self._finished(task)
-        return next_task
 
     def _release(self, task: Task, was_running: bool, take_next: bool = False) -> Task | None:
         """Drop the record, free the slot, start what may start now."""
@@ -925,11 +938,13 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
         and returns ``True`` once they have ended; the calling task then ends
         as usual.  From a thread that reports other tasks' outcomes (the
         callbacks of ``atasker-dask`` tasks run on one) only ``wait=False``
-        works: waiting there raises ``RuntimeError``.
+        works: waiting there raises ``RuntimeError``.  Do not call it with
+        ``wait`` from a coroutine task: the event loop would be blocked.
         """
         # The calling task, if it is one of ours, is not waited for.
-        own = 1 if pool_thread.supervisor is self else 0
-        if own and pool_thread.reports_others and wait is not False:
+        own = 1 + pool_thread.held if pool_thread.supervisor is self else 0
+        waits = wait is not False and wait != 0
+        if own and pool_thread.reports_others and waits and self._active and not self._stopping:
             raise RuntimeError(
                 f"stop(wait={wait!r}) called on {threading.current_thread().name}, which reports the "
                 f"outcomes of supervisor {self.name!r}'s other tasks: it would wait for itself; call "

@@ -239,6 +239,9 @@ class _PoolThread(threading.local):
     #: Whether this thread also reports the outcomes of *other* tasks (a
     #: plugin's reporting thread, whose task callbacks run on it).
     reports_others: bool = False
+    #: Tasks this thread holds besides the one whose callback runs: the next
+    #: task a thread-pool worker already took (``task_done(take_next=True)``).
+    held: int = 0
 
 
 #: Set by executors once per thread of their own that runs tasks or reports

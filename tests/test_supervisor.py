@@ -231,6 +231,18 @@ def test_stop_from_inside_a_task_waits_for_the_others_not_itself(make_supervisor
     assert stopper.outcome == "completed" and sup.get_tasks() == []
 
 
+def test_stop_from_a_callback_while_the_worker_holds_its_next_task(make_supervisor):
+    # pool of one: when A ends, its worker takes B before A's callback runs.
+    sup = make_supervisor(pool_size=1, reserve_normal=0, reserve_high=0)
+    gate = threading.Event()
+    stopped = []
+    a = sup.submit(gate.wait, (WAIT,), callback=lambda _: stopped.append(sup.stop(wait=WAIT)))
+    b = sup.submit(pow, (2, 3))
+    gate.set()
+    assert a.result(WAIT) is True and stopped == [True]
+    assert b.result(WAIT) == 8 and not sup.is_active()
+
+
 def test_stop_cancel_tasks_cancels_queued_and_lets_running_finish(make_supervisor):
     sup = make_supervisor(pool_size=2, reserve_normal=0, reserve_high=0)
     gate = threading.Event()

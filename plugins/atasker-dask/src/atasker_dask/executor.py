@@ -433,7 +433,8 @@ class DaskExecutor:
                 self._report(task, exception=self._error_for(gen))
             return
         if replaced is not None:
-            closer = threading.Thread(target=_close_quietly, args=(None, replaced), name="atasker_dask_close")
+            closer = threading.Thread(target=_close_quietly, args=(None, replaced), daemon=True)
+            closer.name = "atasker_dask_close"
             closer.start()
         logger.info("atasker-dask: connected to %s (%d worker threads)", self._address, threads)
         self._set_threads(threads)
@@ -677,10 +678,19 @@ class DaskExecutor:
         result could not be gathered in the batch).
         """
         for item in items:
+            future = item[0] if isinstance(item, tuple) else item
+            entry = self._inflight.get(future.key)
             try:
                 self._collect_one(item)
-            except Exception:  # one bad report must not lose the rest of the batch
+            except Exception as exc:  # one bad report must not lose the rest of the batch
                 logger.exception("atasker-dask: reporting %r failed", item)
+                task = entry[0] if entry is not None else None
+                if task is not None and task.outcome is None and future.key not in self._inflight:
+                    # Taken but not reported (task_done sets the outcome first): report the error.
+                    try:
+                        self._report(task, exception=exc)
+                    except Exception:
+                        logger.exception("atasker-dask: reporting task %s failed", task.id)
 
     def _collect_one(self, item: Any) -> None:
         gathered = isinstance(item, tuple)
