@@ -619,7 +619,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
             if task.callback is not None:
                 try:
                     task.callback(result)
-                except Exception as exc:
+                except BaseException as exc:  # even SystemExit: the handle must still resolve
                     self._internal_error(exc, f"callback of task {task.id} ({task.name})")
             task.set_result(result)
         self._finished(task)

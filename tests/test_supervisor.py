@@ -120,8 +120,12 @@ def test_callback_that_raises_is_logged_and_task_still_done(supervisor, caplog):
 
     task = supervisor.submit(int, callback=bad_callback)
     assert task.result(WAIT) == 0
+    # Not even SystemExit from a callback leaves the handle unresolved or kills the worker.
+    exiting = supervisor.submit(int, callback=lambda _: sys.exit("callback exits"))
+    assert exiting.result(WAIT) == 0
+    assert supervisor.submit(pow, (2, 2)).result(WAIT) == 4
     supervisor.stop()
-    assert "callback broke" in caplog.text
+    assert "callback broke" in caplog.text and "callback exits" in caplog.text
 
 
 def test_task_exception_is_on_handle_and_logged(supervisor, caplog):

@@ -116,7 +116,7 @@ class EventThread:
     def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
             fn(*args)
-        except Exception:  # one bad job must not end the thread
+        except BaseException:  # one bad job must not end the thread: every dask outcome passes here
             logger.exception("atasker-dask: %r failed", fn)
 
     def stop(self, wait: bool = True) -> None:
