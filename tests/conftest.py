@@ -7,7 +7,9 @@ test and fails the test if it left tasks queued or running.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -67,3 +69,23 @@ def no_asyncio_complaints():
     yield
     logging.getLogger("asyncio").removeHandler(handler)
     assert not handler.records, [r.getMessage() for r in handler.records]
+
+
+class Sleeper:
+    """A coroutine task that sleeps until it is cancelled: submit ``sleeper.run``.
+
+    ``started`` is set once it runs, ``saw_cancel`` when the cancellation
+    reaches it (before the coroutine ends, so before its handle resolves).
+    """
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.saw_cancel = threading.Event()
+
+    async def run(self) -> None:
+        self.started.set()
+        try:
+            await asyncio.sleep(WAIT * 10)
+        except asyncio.CancelledError:
+            self.saw_cancel.set()
+            raise

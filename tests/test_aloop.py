@@ -22,7 +22,7 @@ from atasker import (
     background_task,
 )
 
-from .conftest import WAIT
+from .conftest import WAIT, Sleeper
 
 # Fail on what asyncio logs instead of warning (see conftest).
 pytestmark = pytest.mark.usefixtures("no_asyncio_complaints")
@@ -195,21 +195,12 @@ def test_stop_aloop_waits_for_every_task_on_the_loop(supervisor):
 
 def test_stop_aloop_cancel_tasks(supervisor):
     aloop = supervisor.create_aloop("cancel")
-    started = threading.Event()
-    saw_cancel = threading.Event()
+    sleeper = Sleeper()
 
-    async def forever():
-        started.set()
-        try:
-            await asyncio.sleep(WAIT * 10)
-        except asyncio.CancelledError:
-            saw_cancel.set()
-            raise
-
-    task = aloop.background_task(forever)
-    assert started.wait(WAIT)
+    task = aloop.background_task(sleeper.run)
+    assert sleeper.started.wait(WAIT)
     assert supervisor.stop_aloop("cancel", wait=WAIT, cancel_tasks=True) is True
-    assert saw_cancel.is_set() and task.cancelled()
+    assert sleeper.saw_cancel.is_set() and task.cancelled()
     assert not aloop_threads("cancel")
 
 
@@ -317,48 +308,30 @@ def test_supervisor_stop_stops_every_aloop_and_waits(make_supervisor):
 def test_supervisor_stop_cancel_tasks_cancels_what_is_left_on_aloops(make_supervisor):
     sup = make_supervisor()
     aloop = sup.create_aloop("c")
-    saw_cancel = threading.Event()
-    started = threading.Event()
-
-    async def raw_forever():
-        started.set()
-        try:
-            await asyncio.sleep(WAIT * 10)
-        except asyncio.CancelledError:
-            saw_cancel.set()
-            raise
+    sleeper = Sleeper()
 
     async def spawn():
-        asyncio.get_running_loop().create_task(raw_forever())
+        asyncio.get_running_loop().create_task(sleeper.run())
 
     aloop.run(spawn)
-    assert started.wait(WAIT)
+    assert sleeper.started.wait(WAIT)
     assert sup.stop(wait=WAIT, cancel_tasks=True) is True
-    assert saw_cancel.is_set() and not aloop.thread.is_alive()
+    assert sleeper.saw_cancel.is_set() and not aloop.thread.is_alive()
 
 
 def test_supervisor_timed_stop_warns_naming_pending_coroutines(make_supervisor, caplog):
     sup = make_supervisor()
-    started = threading.Event()
-    saw_cancel = threading.Event()
+    sleeper = Sleeper()
 
-    async def sleeper():
-        started.set()
-        try:
-            await asyncio.sleep(WAIT * 10)
-        except asyncio.CancelledError:
-            saw_cancel.set()
-            raise
-
-    task = background_task(sleeper, supervisor=sup, name="stuck-sleeper")()
-    assert started.wait(WAIT)
+    task = background_task(sleeper.run, supervisor=sup, name="stuck-sleeper")()
+    assert sleeper.started.wait(WAIT)
     aloop = sup.get_aloop()
     with caplog.at_level(logging.WARNING, logger="atasker"):
         assert sup.stop(wait=0.1) is False
     pending = [r.getMessage() for r in caplog.records if "still pending" in r.getMessage()]
     assert pending and f"stuck-sleeper (task {task.id})" in pending[0]
     assert "aloop 'default'" in pending[0]
-    assert task.cancelled() and saw_cancel.is_set()
+    assert task.cancelled() and sleeper.saw_cancel.is_set()
     assert not aloop.thread.is_alive()
     assert sup.get_info()["unfinished"] == 0
 

@@ -24,7 +24,7 @@ from atasker import (
 )
 from atasker.builtin.coroutine import CoroutineExecutor
 
-from .conftest import WAIT
+from .conftest import WAIT, Sleeper
 
 # Fail on what asyncio logs instead of warning (see conftest).
 pytestmark = pytest.mark.usefixtures("no_asyncio_complaints")
@@ -189,25 +189,16 @@ def test_argument_error_when_calling_the_function_fails_the_task(supervisor):
 
 
 def test_cancel_running_coroutine(supervisor):
-    started = threading.Event()
-    saw_cancel = threading.Event()
+    sleeper = Sleeper()
 
-    async def forever():
-        started.set()
-        try:
-            await asyncio.sleep(WAIT * 10)
-        except asyncio.CancelledError:
-            saw_cancel.set()
-            raise
-
-    task = background_task(forever, supervisor=supervisor)()
-    assert started.wait(WAIT)
+    task = background_task(sleeper.run, supervisor=supervisor)()
+    assert sleeper.started.wait(WAIT)
     assert supervisor.get_task_info(task).status == 1
     assert task.cancel() is True
     with pytest.raises(concurrent.futures.CancelledError):
         task.result(WAIT)
     assert task.cancelled() and task.outcome == "cancelled"
-    assert saw_cancel.is_set()  # set before the coroutine ended, so before the handle resolved
+    assert sleeper.saw_cancel.is_set()  # set before the coroutine ended, so before the handle resolved
     assert supervisor.get_task_info(task) is None
     assert coroutine_info(supervisor)["running"] == 0
 
@@ -269,19 +260,11 @@ def test_coroutine_that_swallows_cancellation_decides_its_outcome(supervisor):
 
 
 def test_timeout_cancels_the_coroutine_and_fails_with_timeout_error(supervisor):
-    saw_cancel = threading.Event()
-
-    async def slow():
-        try:
-            await asyncio.sleep(WAIT * 10)
-        except asyncio.CancelledError:
-            saw_cancel.set()
-            raise
-
-    task = background_task(slow, supervisor=supervisor, timeout=0.05, name="slowpoke")()
+    sleeper = Sleeper()
+    task = background_task(sleeper.run, supervisor=supervisor, timeout=0.05, name="slowpoke")()
     with pytest.raises(TimeoutError, match=r"slowpoke\) timed out after 0.05 s"):
         task.result(WAIT)
-    assert saw_cancel.is_set() and not task.cancelled() and task.outcome == "failed"
+    assert sleeper.saw_cancel.is_set() and not task.cancelled() and task.outcome == "failed"
 
     async def fast():
         return 1
