@@ -17,25 +17,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import aloop as _aloop
-from . import process as _process
-from .aloop import *  # noqa: F403  (the coroutine API, see aloop.__all__)
-from .decorators import TT_COROUTINE, TT_MP, TT_THREAD, background_task, wait_completed
-from .errors import (
-    AtaskerError,
-    InvalidPriorityError,
-    PluginConflictError,
-    PluginLoadError,
-    SupervisorStoppedError,
-    UnknownTaskTypeError,
-    WorkerDiedError,
-)
-from .hookspecs import hookimpl, hookspec
-from .liveview import live
-from .locker import LocalProxy, Locker, LockerTimeoutError, g
-from .process import *  # noqa: F403  (the process-task API, see process.__all__)
-from .supervisor import TaskSupervisor
-from .task import (
+import atasker.builtin.coroutine.aloop as _aloop
+import atasker.builtin.mp.api as _process
+from atasker.api import TT_COROUTINE, TT_MP, TT_THREAD, background_task, wait_completed
+from atasker.builtin.coroutine.aloop import *  # noqa: F403  (the coroutine API, see aloop.__all__)
+from atasker.builtin.mp.api import *  # noqa: F403  (the process-task API, see process.__all__)
+from atasker.core.supervisor import TaskSupervisor
+from atasker.core.task import (
     TASK_CRITICAL,
     TASK_HIGH,
     TASK_LOW,
@@ -47,8 +35,27 @@ from .task import (
     TaskInfo,
     pool_thread,
 )
-from .taskcollections import FunctionCollection, TaskCollection
-from .types import (
+from atasker.errors import (
+    AtaskerError,
+    InvalidPriorityError,
+    PluginConflictError,
+    PluginLoadError,
+    SupervisorStoppedError,
+    UnknownTaskTypeError,
+    WorkerDiedError,
+)
+from atasker.extras.collections import FunctionCollection, TaskCollection
+from atasker.extras.locker import LocalProxy, Locker, LockerTimeoutError, g
+from atasker.extras.workers import (
+    BackgroundAsyncWorker,
+    BackgroundEventWorker,
+    BackgroundIntervalWorker,
+    BackgroundQueueWorker,
+    BackgroundWorker,
+    background_worker,
+)
+from atasker.plugin.hookspecs import hookimpl, hookspec
+from atasker.plugin.protocols import (
     Executor,
     Pool,
     QueuePolicy,
@@ -57,14 +64,7 @@ from .types import (
     StatusStoreType,
     TaskType,
 )
-from .workers import (
-    BackgroundAsyncWorker,
-    BackgroundEventWorker,
-    BackgroundIntervalWorker,
-    BackgroundQueueWorker,
-    BackgroundWorker,
-    background_worker,
-)
+from atasker.tools.liveview import live
 
 #: The default supervisor; it starts itself on first use.
 task_supervisor = TaskSupervisor()

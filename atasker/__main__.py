@@ -1,5 +1,5 @@
 """``python -m atasker``: the same as the ``atasker`` command."""
 
-from .cli import main
+from atasker.tools.cli import main
 
 raise SystemExit(main())

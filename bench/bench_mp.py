@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from atasker import TT_MP, TaskSupervisor
-from atasker.builtin.mp_worker import dumps
+from atasker.builtin.mp.worker import dumps
 
 
 def square(x: int) -> int:

@@ -1,6 +1,6 @@
 """Shared fixtures: a fresh supervisor per test, plugin autoload off.
 
-Supervisors come from atasker's own pytest plugin (``atasker.pytest_plugin``,
+Supervisors come from atasker's own pytest plugin (``atasker.testing.fixtures``,
 loaded through its ``pytest11`` entry point), which stops each one after the
 test and fails the test if it left tasks queued or running.
 """

@@ -21,8 +21,7 @@ from atasker import (
     UnknownAloopError,
     background_task,
 )
-
-from .conftest import WAIT, Sleeper
+from tests.conftest import WAIT, Sleeper
 
 # Fail on what asyncio logs instead of warning (see conftest).
 pytestmark = pytest.mark.usefixtures("no_asyncio_complaints")

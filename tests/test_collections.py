@@ -16,8 +16,7 @@ from atasker import (
     TaskCollection,
     g,
 )
-
-from .conftest import WAIT
+from tests.conftest import WAIT
 
 
 def test_function_collection_runs_in_priority_order():

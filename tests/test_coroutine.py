@@ -23,8 +23,7 @@ from atasker import (
     background_task,
 )
 from atasker.builtin.coroutine import CoroutineExecutor
-
-from .conftest import WAIT, Sleeper
+from tests.conftest import WAIT, Sleeper
 
 # Fail on what asyncio logs instead of warning (see conftest).
 pytestmark = pytest.mark.usefixtures("no_asyncio_complaints")

@@ -59,8 +59,7 @@ from atasker import (
     background_task,
     co_mp_apply,
 )
-
-from .conftest import WAIT
+from tests.conftest import WAIT
 
 # No warning filter: the clusters here bind their HTTP servers to free ports
 # (Dask warns about a taken 8787 otherwise) and every client and cluster is

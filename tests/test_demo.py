@@ -1,4 +1,4 @@
-"""``atasker demo`` (atasker.demo): the showcase runs, reports and draws."""
+"""``atasker demo`` (atasker.tools.demo): the showcase runs, reports and draws."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import re
 import subprocess
 import sys
 
-from atasker.demo import JOB_NAMES, POOLS, burn_cpu, run_demo, workload
-from atasker.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
+from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
+from atasker.tools.demo import JOB_NAMES, POOLS, burn_cpu, run_demo, workload
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

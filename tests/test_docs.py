@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 import atasker
-from atasker import Task, hookspecs
+from atasker import Task
+from atasker.plugin import hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 SEED = ROOT.parent / "shared" / "seed" / "tasks.rst"
 
-from .conftest import WAIT  # noqa: E402
+from tests.conftest import WAIT  # noqa: E402
 
 
 def code_blocks(path: Path) -> list[str]:

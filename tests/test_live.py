@@ -1,4 +1,4 @@
-"""The live view (atasker.liveview): plain lines off a terminal, rich on one."""
+"""The live view (atasker.tools.liveview): plain lines off a terminal, rich on one."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import pytest
 import atasker
 from atasker import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
 from atasker import live as live_module_function
-from atasker.liveview import LiveView, Snapshot, TaskTypeSnapshot, render_plain
-
-from .conftest import WAIT
+from atasker.tools.liveview import LiveView, Snapshot, TaskTypeSnapshot, render_plain
+from tests.conftest import WAIT
 
 # Pool 2 + 1 NORMAL + 1 HIGH; this arrival order leaves 4 running (both
 # reserves in use) and HIGH 1, NORMAL 2, LOW 3 waiting.
@@ -84,7 +83,7 @@ def test_rich_view_on_a_forced_terminal(busy):
 
 def test_rich_missing_falls_back_to_plain_lines(busy, monkeypatch):
     sup, *_ = busy
-    monkeypatch.setattr("atasker.liveview._rich_available", lambda: False)
+    monkeypatch.setattr("atasker.tools.liveview._rich_available", lambda: False)
 
     class Terminal(io.StringIO):
         def isatty(self):

@@ -35,8 +35,7 @@ from atasker import (
     co_mp_apply,
 )
 from atasker.builtin.mp import MPExecutor, default_start_method
-
-from .conftest import WAIT
+from tests.conftest import WAIT
 
 ROOT = Path(__file__).resolve().parent.parent
 

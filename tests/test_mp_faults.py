@@ -27,9 +27,8 @@ from atasker import (
     TaskPicklingError,
     WorkerDiedError,
 )
-
-from .conftest import WAIT
-from .test_mp import wait_gone
+from tests.conftest import WAIT
+from tests.test_mp import wait_gone
 
 #: fork is unsafe with threads and Python 3.12+ warns about it; it is tested
 #: anyway because users may ask for it.

@@ -13,10 +13,9 @@ import pytest
 
 import tests.mp
 from atasker import TT_MP
-from atasker.builtin.mp_worker import accepts_task_id, describe, dumps
-
-from .conftest import WAIT
-from .test_mp_faults import START_METHODS
+from atasker.builtin.mp.worker import accepts_task_id, describe, dumps
+from tests.conftest import WAIT
+from tests.test_mp_faults import START_METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,8 @@ from importlib.metadata import entry_points
 import pytest
 
 from atasker import TASK_HIGH, TASK_LOW, PluginConflictError
-
-from .conftest import WAIT
-from .test_plugins import write_fake_dist
+from tests.conftest import WAIT
+from tests.test_plugins import write_fake_dist
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX commands")
 

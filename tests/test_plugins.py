@@ -22,9 +22,8 @@ from atasker import (
 )
 from atasker.builtin.policy import PriorityPolicy
 from atasker.builtin.thread import ThreadExecutor
-from atasker.cli import describe_plugins
-
-from .conftest import WAIT
+from atasker.tools.cli import describe_plugins
+from tests.conftest import WAIT
 
 
 class NamedPlugin:

@@ -7,9 +7,8 @@ import threading
 import pytest
 
 from atasker import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, InvalidPriorityError
-from atasker.task import priority_band
-
-from .conftest import WAIT
+from atasker.core.task import priority_band
+from tests.conftest import WAIT
 
 
 class Gate:

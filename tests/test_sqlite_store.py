@@ -29,17 +29,16 @@ from typing import Any
 
 import pytest
 
-import atasker.task
+import atasker.core.task
 from atasker import TASK_HIGH, TASK_LOW, TaskSupervisor
-from atasker.builtin import sqlite_store
 from atasker.builtin.memory_store import MemoryStore
-from atasker.builtin.sqlite_store import SQLiteStore, describe_error, parse_url
-from atasker.cli import main as cli_main
-from atasker.status_cli import add_arguments, render
-from atasker.status_cli import run as run_status
-from atasker.status_db import APPLICATION_ID, SCHEMA_VERSION, StatusStoreError, parse_duration
-
-from .conftest import WAIT
+from atasker.builtin.sqlite_store import store as sqlite_store
+from atasker.builtin.sqlite_store.cli import add_arguments, render
+from atasker.builtin.sqlite_store.cli import run as run_status
+from atasker.builtin.sqlite_store.db import APPLICATION_ID, SCHEMA_VERSION, StatusStoreError, parse_duration
+from atasker.builtin.sqlite_store.store import SQLiteStore, describe_error, parse_url
+from atasker.tools.cli import main as cli_main
+from tests.conftest import WAIT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -272,7 +271,7 @@ def test_task_ids_of_several_runs_do_not_collide(make_supervisor, tmp_path, monk
     ids = []
     for _ in range(2):
         # Task ids restart in every process: simulate two processes.
-        monkeypatch.setattr(atasker.task, "_task_ids", itertools.count(1))
+        monkeypatch.setattr(atasker.core.task, "_task_ids", itertools.count(1))
         sup = sqlite_supervisor(make_supervisor, db)
         ids.append(sup.submit(int).id)
         sup.stop()

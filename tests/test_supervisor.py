@@ -24,8 +24,7 @@ from atasker import (
     background_task,
     wait_completed,
 )
-
-from .conftest import WAIT
+from tests.conftest import WAIT
 
 
 def test_handle_is_a_future_and_a_task_id(supervisor):

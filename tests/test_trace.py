@@ -1,4 +1,4 @@
-"""Task timeline traces (atasker.builtin.trace) and their PNG (atasker.plot)."""
+"""Task timeline traces (atasker.builtin.trace) and their PNG (atasker.builtin.trace.plot)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ import pytest
 
 from atasker import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
 from atasker.builtin.trace import PLUGIN_NAME, TRACE_CNAMES, TraceRecorder, get_recorder, trace_path
-from atasker.cli import main as cli_main
-from atasker.plot import PlotDependencyError, load_trace, percentile, plot_trace, wait_stats
-
-from .conftest import WAIT
+from atasker.builtin.trace.plot import PlotDependencyError, load_trace, percentile, plot_trace, wait_stats
+from atasker.tools.cli import main as cli_main
+from tests.conftest import WAIT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NAMES = {TASK_CRITICAL: "CRITICAL", TASK_HIGH: "HIGH", TASK_NORMAL: "NORMAL", TASK_LOW: "LOW"}
@@ -438,7 +437,7 @@ def test_timestamps_order_a_task_and_the_one_it_made_room_for(make_supervisor):
 def test_slot_allocation_follows_timestamps_not_hook_order():
     from types import SimpleNamespace
 
-    from atasker.builtin.trace import _Slots
+    from atasker.builtin.trace.recorder import _Slots
 
     def task(finished=None):
         return SimpleNamespace(time_finished=finished)

@@ -20,8 +20,7 @@ from atasker import (
     BackgroundWorker,
     background_worker,
 )
-
-from .conftest import WAIT
+from tests.conftest import WAIT
 
 
 class Counter:
@@ -319,7 +318,7 @@ def test_supervisor_stop_stops_workers(make_supervisor):
 
 
 def test_process_pool_worker(supervisor):
-    from .mpworker import SquareWorker
+    from tests.mpworker import SquareWorker
 
     done = threading.Event()
     SquareWorker.results = []

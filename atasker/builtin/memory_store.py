@@ -7,9 +7,9 @@ memory never grows with history.  The record is the task handle itself.
 
 from __future__ import annotations
 
-from ..hookspecs import hookimpl
-from ..task import Task
-from ..types import StatusStoreType
+from atasker.core.task import Task
+from atasker.plugin.hookspecs import hookimpl
+from atasker.plugin.protocols import StatusStoreType
 
 __all__ = ["MemoryStore"]
 

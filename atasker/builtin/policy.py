@@ -17,9 +17,9 @@ import heapq
 import itertools
 from collections import Counter
 
-from ..hookspecs import hookimpl
-from ..task import TASK_STATUS_QUEUED, Task
-from ..types import Pool, QueuePolicyType
+from atasker.core.task import TASK_STATUS_QUEUED, Task
+from atasker.plugin.hookspecs import hookimpl
+from atasker.plugin.protocols import Pool, QueuePolicyType
 
 __all__ = ["PriorityPolicy"]
 

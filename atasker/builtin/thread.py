@@ -28,12 +28,12 @@ import queue
 import threading
 from typing import TYPE_CHECKING
 
-from ..hookspecs import hookimpl
-from ..task import Task, pool_thread
-from ..types import Pool, TaskType
+from atasker.core.task import Task, pool_thread
+from atasker.plugin.hookspecs import hookimpl
+from atasker.plugin.protocols import Pool, TaskType
 
 if TYPE_CHECKING:
-    from ..supervisor import TaskSupervisor
+    from atasker.core.supervisor import TaskSupervisor
 
 __all__ = ["TT_THREAD", "ThreadExecutor", "default_pool_size"]
 

@@ -16,9 +16,8 @@ from atasker import (
     hookimpl,
 )
 from atasker.builtin.thread import ThreadExecutor
-
-from ..conftest import WAIT
-from ..test_plugins import write_fake_dist
+from tests.conftest import WAIT
+from tests.test_plugins import write_fake_dist
 
 
 def still_serving(sup) -> None:

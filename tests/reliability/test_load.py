@@ -11,9 +11,8 @@ import time
 import tracemalloc
 
 from atasker import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
-
-from ..conftest import WAIT
-from .conftest import size
+from tests.conftest import WAIT
+from tests.reliability.conftest import size
 
 PRIORITIES = (TASK_LOW, TASK_NORMAL, TASK_HIGH, TASK_CRITICAL)
 

@@ -7,8 +7,7 @@ import threading
 import pytest
 
 from atasker import TASK_CRITICAL, TASK_HIGH, TASK_LOW
-
-from ..conftest import WAIT
+from tests.conftest import WAIT
 
 
 def test_a_hung_task_blocks_only_its_slot(make_supervisor):

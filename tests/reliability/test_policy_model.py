@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atasker import TaskSupervisor, TaskType, hookimpl
-from atasker.task import priority_band
+from atasker.core.task import priority_band
 
 
 class ManualExecutor:

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 from atasker import WorkerDiedError
-
-from ..conftest import WAIT
-from .conftest import size
+from tests.conftest import WAIT
+from tests.reliability.conftest import size
 
 
 def work(i: int) -> int:

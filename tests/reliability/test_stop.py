@@ -6,8 +6,8 @@ import logging
 import threading
 import time
 
-from ..conftest import WAIT
-from .conftest import size
+from tests.conftest import WAIT
+from tests.reliability.conftest import size
 
 
 def test_stop_wait_completes_every_queued_task(make_supervisor, figures):

@@ -16,7 +16,7 @@ import bisect
 from collections import Counter, OrderedDict, deque
 
 from atasker import Pool, QueuePolicyType, Task, hookimpl
-from atasker.task import TASK_STATUS_QUEUED, priority_band
+from atasker.core.task import TASK_STATUS_QUEUED, priority_band
 
 __all__ = ["FairSharePolicy"]
 

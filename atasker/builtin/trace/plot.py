@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .builtin.trace import PRIORITY_COLORS, PRIORITY_NAMES
-from .errors import AtaskerError
-from .task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
+from atasker.builtin.trace import PRIORITY_COLORS, PRIORITY_NAMES
+from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
+from atasker.errors import AtaskerError
 
 __all__ = ["PlotDependencyError", "Slice", "Trace", "load_trace", "percentile", "plot_trace", "run", "wait_stats"]
 

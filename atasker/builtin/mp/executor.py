@@ -13,12 +13,12 @@
                                      └─▶ deadline: timeout ─▶ kill ─▶ TimeoutError, replace
 
 * **Modules.**  This one: the task type plugin and :class:`MPExecutor`, the
-  executor protocol the supervisor calls.  :mod:`~atasker.builtin.mp_manager`:
-  worker processes and the manager thread.  :mod:`~atasker.builtin.mp_worker`:
+  executor protocol the supervisor calls.  :mod:`~atasker.builtin.mp.manager`:
+  worker processes and the manager thread.  :mod:`~atasker.builtin.mp.worker`:
   the loop each worker runs, the wire format, pickling.
 * **Crash-proof.**  Every worker has its own pipes and runs one task at a
   time: a worker that dies (``os._exit``, SIGKILL, a segfault) fails only
-  its own task, with :class:`~atasker.process.ProcessDiedError` (a
+  its own task, with :class:`~atasker.builtin.mp.api.ProcessDiedError` (a
   :class:`~atasker.WorkerDiedError`), and is replaced.
 * **Event-driven.**  The manager thread sleeps in ``epoll`` on the reply
   pipes, the process sentinels and a wake-up pipe, with the next deadline as
@@ -28,7 +28,7 @@
   started task always has a worker: an idle one, or a new one.  Workers
   start on first use; those beyond ``pool_size`` exit after ``idle_timeout``.
 * **Pickled at submission**, so an unpicklable function or argument raises
-  :class:`~atasker.process.TaskPicklingError` in the submitting thread, and
+  :class:`~atasker.builtin.mp.api.TaskPicklingError` in the submitting thread, and
   the arguments are captured at that moment.  Functions and classes from
   ``__main__``, lambdas and closures go by value (cloudpickle).
 * **Callbacks** run in the manager thread (as ``multiprocessing.Pool``
@@ -48,15 +48,15 @@ import weakref
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..hookspecs import hookimpl
-from ..process import TaskPicklingError
-from ..task import Task
-from ..types import Pool, TaskType
-from .mp_manager import WorkerManager
-from .mp_worker import PLAIN_TYPES, PROTOCOL, describe, dumps
+from atasker.builtin.mp.api import TaskPicklingError
+from atasker.builtin.mp.manager import WorkerManager
+from atasker.builtin.mp.worker import PLAIN_TYPES, PROTOCOL, describe, dumps
+from atasker.core.task import Task
+from atasker.plugin.hookspecs import hookimpl
+from atasker.plugin.protocols import Pool, TaskType
 
 if TYPE_CHECKING:
-    from ..supervisor import TaskSupervisor
+    from atasker.core.supervisor import TaskSupervisor
 
 __all__ = ["TT_MP", "MPExecutor", "check_options", "cpu_count", "default_start_method"]
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .errors import AtaskerError
+from atasker.errors import AtaskerError
 
 __all__ = ["LocalProxy", "Locker", "LockerTimeoutError", "g"]
 

@@ -25,10 +25,10 @@ from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidPriorityError
+from atasker.errors import InvalidPriorityError
 
 if TYPE_CHECKING:
-    from .supervisor import TaskSupervisor
+    from atasker.core.supervisor import TaskSupervisor
 
 __all__ = [
     "TASK_CRITICAL",

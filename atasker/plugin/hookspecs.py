@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .supervisor import TaskSupervisor
-    from .task import Task
-    from .types import QueuePolicyType, StatusStoreType, TaskType
+    from atasker.core.supervisor import TaskSupervisor
+    from atasker.core.task import Task
+    from atasker.plugin.protocols import QueuePolicyType, StatusStoreType, TaskType
 
 hookspec = pluggy.HookspecMarker("atasker")
 #: Marks a function as a hook implementation (re-exported as ``atasker.hookimpl``).

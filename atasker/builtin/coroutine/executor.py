@@ -30,14 +30,14 @@ import inspect
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
-from ..aloop import TT_COROUTINE
-from ..hookspecs import hookimpl
-from ..task import Task
-from ..types import Pool, TaskType
+from atasker.builtin.coroutine.aloop import TT_COROUTINE
+from atasker.core.task import Task
+from atasker.plugin.hookspecs import hookimpl
+from atasker.plugin.protocols import Pool, TaskType
 
 if TYPE_CHECKING:
-    from ..aloop import _Feeder
-    from ..supervisor import TaskSupervisor
+    from atasker.builtin.coroutine.aloop import _Feeder
+    from atasker.core.supervisor import TaskSupervisor
 
 __all__ = ["TT_COROUTINE", "CoroutineExecutor"]
 

@@ -20,7 +20,15 @@ import time
 from datetime import datetime
 from typing import Any, TextIO
 
-from .status_db import COUNT_KEYS, StatusStoreError, open_db, parse_duration, priority_label, prune, summary
+from atasker.builtin.sqlite_store.db import (
+    COUNT_KEYS,
+    StatusStoreError,
+    open_db,
+    parse_duration,
+    priority_label,
+    prune,
+    summary,
+)
 
 __all__ = ["add_arguments", "render", "run"]
 
@@ -147,7 +155,7 @@ def _table(headers: list[str], rows: list[list[str]], left: int) -> list[str]:
 
 
 def render(data: dict[str, Any]) -> str:
-    """The text report of a :func:`~atasker.status_db.summary`."""
+    """The text report of a :func:`~atasker.builtin.sqlite_store.db.summary`."""
     now = data["now"]
     window = _window(data["since"])
     lines = [f"{data.get('db', 'status')}  at {_clock(now, 0)} -- finished in the last {window}"]

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from .supervisor import TaskSupervisor
+from atasker.core.supervisor import TaskSupervisor
 
 __all__ = ["atasker_supervisor", "atasker_supervisor_factory"]
 

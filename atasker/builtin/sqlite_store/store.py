@@ -33,7 +33,7 @@ Rules (documented in ``docs/stores.rst``):
   transient errors (locked, busy, disk full, I/O) are retried with
   backoff and logged.  Only a permanent error (a corrupt file) stops the
   writer; it is logged, the records lost are counted, and ``close()`` --
-  hence ``stop()`` -- raises :class:`~atasker.status_db.StatusStoreError`.
+  hence ``stop()`` -- raises :class:`~atasker.builtin.sqlite_store.db.StatusStoreError`.
 """
 
 from __future__ import annotations
@@ -51,12 +51,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
-from ..hookspecs import hookimpl
-from ..status_db import StatusStoreError, begin_run, is_transient, open_db, parse_duration, prune
-from ..types import StatusStoreType
+from atasker.builtin.sqlite_store.db import StatusStoreError, begin_run, is_transient, open_db, parse_duration, prune
+from atasker.plugin.hookspecs import hookimpl
+from atasker.plugin.protocols import StatusStoreType
 
 if TYPE_CHECKING:
-    from ..task import Task
+    from atasker.core.task import Task
 
 __all__ = ["SQLiteStore", "parse_url"]
 

@@ -31,13 +31,13 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from .hookspecs import hookimpl
-from .task import Task
+from atasker.core.task import Task
+from atasker.plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from .supervisor import TaskSupervisor
+    from atasker.core.supervisor import TaskSupervisor
 
 __all__ = ["LiveView", "Snapshot", "TaskTypeSnapshot", "live"]
 
@@ -349,7 +349,7 @@ def _reserves_text(row: TaskTypeSnapshot) -> str:
 
 def _waiting_parts(row: TaskTypeSnapshot) -> list[tuple[str, int]]:
     """``(priority name, count)`` per waiting priority, most urgent first."""
-    from .builtin.trace import priority_name
+    from atasker.builtin.trace import priority_name
 
     parts: dict[str, int] = {}
     for priority, count in row.waiting.items():
@@ -451,7 +451,7 @@ def render_rich(snap: Snapshot) -> Any:
 
 
 def _band_style(name: str) -> str:
-    from .builtin.trace import PRIORITY_COLORS, PRIORITY_NAMES
+    from atasker.builtin.trace import PRIORITY_COLORS, PRIORITY_NAMES
 
     for band, band_name in PRIORITY_NAMES.items():
         if band_name == name:
@@ -473,5 +473,5 @@ def live(supervisor: TaskSupervisor | None = None, *, total: int | None = None, 
         ``refresh_per_second``, ``plain_interval``, ``title``).
     """
     if supervisor is None:
-        from . import task_supervisor as supervisor
+        from atasker import task_supervisor as supervisor
     return LiveView(supervisor, total=total, **options)

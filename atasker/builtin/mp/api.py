@@ -19,11 +19,11 @@ import pickle
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._extension import SupervisorExtension
-from .errors import AtaskerError, WorkerDiedError
+from atasker._extension import SupervisorExtension
+from atasker.errors import AtaskerError, WorkerDiedError
 
 if TYPE_CHECKING:
-    from .supervisor import TaskSupervisor
+    from atasker.core.supervisor import TaskSupervisor
 
 __all__ = [
     "ProcessDiedError",
@@ -128,7 +128,7 @@ class ProcessAPI(SupervisorExtension):
                 raise TypeError(f"create_mp_pool() got an unexpected keyword {key!r}; known: {known}")
             options[key] = value
         sizes = {key: options.pop(key) for key in _SIZE_OPTIONS if key in options}
-        from .builtin.mp import check_options
+        from atasker.builtin.mp import check_options
 
         check_options(options)
         sup: TaskSupervisor = self  # type: ignore[assignment]
@@ -189,7 +189,7 @@ async def co_mp_apply(
         :class:`TaskPicklingError`, or :class:`SupervisorStoppedError`.
     """
     if supervisor is None:
-        from . import task_supervisor as supervisor
+        from atasker import task_supervisor as supervisor
     assert supervisor is not None
     submit_kwargs: dict[str, Any] = {"tt": tt, "delay": delay}
     if priority is not None:

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from .status_cli import add_arguments as add_status_arguments
-from .supervisor import TaskSupervisor
+from atasker.builtin.sqlite_store.cli import add_arguments as add_status_arguments
+from atasker.core.supervisor import TaskSupervisor
 
 __all__ = ["describe_plugins", "main"]
 
@@ -111,15 +111,15 @@ def main(argv: list[str] | None = None) -> int:
             _print_plugins(info)
         return 0
     if args.command == "demo":
-        from .demo import run_demo
+        from atasker.tools.demo import run_demo
 
         return run_demo(quick=args.quick, engine=args.engine, out=args.out)
     if args.command == "plot":
-        from .plot import run as run_plot
+        from atasker.builtin.trace.plot import run as run_plot
 
         return run_plot(args.trace, args.output, args.title)
     if args.command == "status":
-        from .status_cli import run as run_status
+        from atasker.builtin.sqlite_store.cli import run as run_status
 
         return run_status(args)
     return 2

@@ -35,7 +35,7 @@ appending at that very moment).  The file is a JSON array written
 incrementally; :meth:`TraceRecorder.close` (called by the recorder's own
 ``atasker_supervisor_stopped``) writes the closing bracket.  A file cut
 short by a crash still loads in ``chrome://tracing`` and in
-:func:`atasker.plot.load_trace`, which both accept an unterminated array.
+:func:`atasker.builtin.trace.plot.load_trace`, which both accept an unterminated array.
 
 Off by default: nothing is registered unless ``TaskSupervisor.start(trace=
 "run.json")`` or ``ATASKER_TRACE=run.json`` asks for it, so a supervisor
@@ -54,11 +54,11 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..hookspecs import hookimpl
-from ..task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, Task, priority_band
+from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, Task, priority_band
+from atasker.plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from ..supervisor import TaskSupervisor
+    from atasker.core.supervisor import TaskSupervisor
 
 __all__ = [
     "PLUGIN_NAME",

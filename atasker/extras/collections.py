@@ -7,10 +7,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .task import TASK_NORMAL, validate_priority
+from atasker.core.task import TASK_NORMAL, validate_priority
 
 if TYPE_CHECKING:
-    from .supervisor import TaskSupervisor
+    from atasker.core.supervisor import TaskSupervisor
 
 __all__ = ["FunctionCollection", "TaskCollection"]
 
@@ -104,7 +104,7 @@ class TaskCollection(FunctionCollection):
         self.supervisor = supervisor
 
     def execute(self) -> tuple[dict[str, Any], bool]:
-        from . import task_supervisor
+        from atasker import task_supervisor
 
         sup = self.supervisor or task_supervisor
         entries = sorted(self._functions, key=lambda e: e[:2])

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, Task
+from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, Task
 
 if TYPE_CHECKING:
-    from .supervisor import TaskSupervisor
+    from atasker.core.supervisor import TaskSupervisor
 
 __all__ = [
     "Executor",

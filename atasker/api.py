@@ -8,8 +8,8 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
-from .supervisor import TaskSupervisor
-from .task import TASK_NORMAL, Task, validate_priority
+from atasker.core.supervisor import TaskSupervisor
+from atasker.core.task import TASK_NORMAL, Task, validate_priority
 
 __all__ = ["TT_COROUTINE", "TT_MP", "TT_THREAD", "background_task", "wait_completed"]
 
@@ -22,7 +22,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _default_supervisor() -> TaskSupervisor:
-    from . import task_supervisor
+    from atasker import task_supervisor
 
     return task_supervisor
 

@@ -45,12 +45,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from ._extension import SupervisorExtension
-from .errors import AtaskerError, SupervisorStoppedError
-from .task import TASK_NORMAL, Task
+from atasker._extension import SupervisorExtension
+from atasker.core.task import TASK_NORMAL, Task
+from atasker.errors import AtaskerError, SupervisorStoppedError
 
 if TYPE_CHECKING:
-    from .supervisor import TaskSupervisor
+    from atasker.core.supervisor import TaskSupervisor
 
 __all__ = ["ALoop", "AloopStoppedError", "UnknownAloopError"]
 

@@ -40,11 +40,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from .aloop import AloopAPI
-from .errors import AtaskerError, SupervisorStoppedError, UnknownTaskTypeError
-from .plugins import PluginManager, Registry, env_providers, make_plugin_manager
-from .process import ProcessAPI
-from .task import (
+from atasker.builtin.coroutine.aloop import AloopAPI
+from atasker.builtin.mp.api import ProcessAPI
+from atasker.core.task import (
     TASK_NORMAL,
     TASK_STATUS_CANCELED,
     TASK_STATUS_QUEUED,
@@ -53,11 +51,13 @@ from .task import (
     pool_thread,
     validate_priority,
 )
-from .types import Executor, Pool, QueuePolicy, StatusStore
-from .workers import WorkerAPI
+from atasker.errors import AtaskerError, SupervisorStoppedError, UnknownTaskTypeError
+from atasker.extras.workers import WorkerAPI
+from atasker.plugin.manager import PluginManager, Registry, env_providers, make_plugin_manager
+from atasker.plugin.protocols import Executor, Pool, QueuePolicy, StatusStore
 
 if TYPE_CHECKING:
-    from .liveview import LiveView
+    from atasker.tools.liveview import LiveView
 
 __all__ = ["DEFAULT_TIMEOUT_CRITICAL", "DEFAULT_TIMEOUT_WARNING", "TaskSupervisor"]
 
@@ -314,7 +314,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
         with self._config_lock:
             if self._active:
                 if trace is not None:
-                    from .builtin import trace as _trace
+                    from atasker.builtin import trace as _trace
 
                     _trace.attach(self, trace)
                 return
@@ -332,7 +332,7 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
             # -- tracing (atasker.builtin.trace): nothing imported or registered unless asked for
             recorder = None
             if trace is not None or os.environ.get("ATASKER_TRACE"):
-                from .builtin import trace as _trace
+                from atasker.builtin import trace as _trace
 
                 try:
                     recorder = _trace.open_recorder(self, trace)
@@ -908,9 +908,9 @@ class TaskSupervisor(AloopAPI, ProcessAPI, WorkerAPI):
         ``with supervisor.live(total=100): ...`` shows per task type the
         tasks running, pool and reserves in use, waiting per priority and
         tasks per second (a progress bar with *total*).  See
-        :class:`atasker.liveview.LiveView` for the options.
+        :class:`atasker.tools.liveview.LiveView` for the options.
         """
-        from .liveview import LiveView
+        from atasker.tools.liveview import LiveView
 
         return LiveView(self, total=total, **options)
 

@@ -26,11 +26,11 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._extension import SupervisorExtension
-from .task import TASK_NORMAL, Task, validate_priority
+from atasker._extension import SupervisorExtension
+from atasker.core.task import TASK_NORMAL, Task, validate_priority
 
 if TYPE_CHECKING:
-    from .supervisor import TaskSupervisor
+    from atasker.core.supervisor import TaskSupervisor
 
 __all__ = [
     "BackgroundAsyncWorker",
@@ -56,7 +56,7 @@ _QUEUE_CLASSES: dict[Any, type[queue_module.Queue[Any]]] = {
 
 
 def _default_supervisor() -> TaskSupervisor:
-    from . import task_supervisor
+    from atasker import task_supervisor
 
     return task_supervisor
 

@@ -2,7 +2,7 @@
 
 Shared by the ``sqlite`` status store (:mod:`atasker.builtin.sqlite_store`),
 which writes it from a background thread, and ``atasker status``
-(:mod:`atasker.status_cli`), which reads it from any other process::
+(:mod:`atasker.builtin.sqlite_store.cli`), which reads it from any other process::
 
     store writer thread ──BEGIN IMMEDIATE / REPLACE rows / COMMIT──▶ tasks.db (WAL)
                                                                       │
@@ -33,8 +33,8 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from .errors import AtaskerError
-from .task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
+from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
+from atasker.errors import AtaskerError
 
 __all__ = [
     "APPLICATION_ID",

@@ -34,8 +34,8 @@ from typing import Any, Generic, TypeVar
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginConflictError, PluginLoadError
+from atasker.errors import PluginConflictError, PluginLoadError
+from atasker.plugin import hookspecs
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -220,7 +220,7 @@ def make_plugin_manager(
 
 
 def _version() -> str:
-    from . import __version__
+    from atasker import __version__
 
     return __version__
 

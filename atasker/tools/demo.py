@@ -11,10 +11,10 @@ What runs -- a small backend's afternoon, compressed:
 * a batch of LOW work arrives first and fills every pool; NORMAL and HIGH
   requests keep coming; a few CRITICAL alerts arrive now and then.
 
-While it runs, the live view (:mod:`atasker.liveview`) shows each pool; at the
+While it runs, the live view (:mod:`atasker.tools.liveview`) shows each pool; at the
 end the demo prints the wait for a slot per task type and priority, and
 writes the run's trace (:mod:`atasker.builtin.trace`, open it in Perfetto)
-and its PNG timeline (:mod:`atasker.plot`) to a folder it names.
+and its PNG timeline (:mod:`atasker.builtin.trace.plot`) to a folder it names.
 
 ``--quick`` is the same story in a few seconds (CI); ``--engine dask`` runs
 the CPU-bound tasks on the ``"dask"`` task type of the ``atasker-dask``
@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .builtin.trace import PRIORITY_NAMES
-from .supervisor import TaskSupervisor
-from .task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, Task
+from atasker.builtin.trace import PRIORITY_NAMES
+from atasker.core.supervisor import TaskSupervisor
+from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, Task
 
 __all__ = ["Job", "burn_cpu", "call_api", "fetch", "run_demo", "summarize", "workload"]
 
@@ -146,7 +146,7 @@ def workload(quick: bool = False, seed: int = 8) -> list[Job]:
 
 
 def _pct(values: Sequence[float], q: float) -> float:
-    from .plot import percentile
+    from atasker.builtin.trace.plot import percentile
 
     return percentile(values, q)
 
@@ -308,7 +308,7 @@ def run_demo(
 
     print(f"trace:    {trace_file}  (open it in https://ui.perfetto.dev or chrome://tracing)")
     try:
-        from .plot import PlotDependencyError, plot_trace
+        from atasker.builtin.trace.plot import PlotDependencyError, plot_trace
 
         plot_trace(trace_file, png_file, title=f"atasker demo{' --quick' if quick else ''}: {len(tasks)} tasks")
         print(f"timeline: {png_file}")

@@ -39,14 +39,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..process import ProcessDiedError, RemoteTraceback, TaskPicklingError
-from ..task import pool_thread
-from . import mp_worker
-from .mp_worker import ERROR, EXIT, FAILED, INIT_FAILED, OK, READY, send_msg, worker_main
+from atasker.builtin.mp import worker as mp_worker
+from atasker.builtin.mp.api import ProcessDiedError, RemoteTraceback, TaskPicklingError
+from atasker.builtin.mp.worker import ERROR, EXIT, FAILED, INIT_FAILED, OK, READY, send_msg, worker_main
+from atasker.core.task import pool_thread
 
 if TYPE_CHECKING:
-    from ..supervisor import TaskSupervisor
-    from ..task import Task
+    from atasker.core.supervisor import TaskSupervisor
+    from atasker.core.task import Task
 
 __all__ = ["Worker", "WorkerManager"]
 

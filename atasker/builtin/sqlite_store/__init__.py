@@ -1,0 +1,15 @@
+"""Built-in plugin ``atasker.builtin.sqlite_store``: status store ``sqlite://``,
+a persistent task history, and the ``atasker status`` command that reads it.
+
+* :mod:`.store` -- :class:`SQLiteStore` and its batched writer thread;
+* :mod:`.db` -- the schema, opening and pruning a history file;
+* :mod:`.cli` -- ``atasker status``.
+
+Blocking this plugin removes all of it.
+"""
+
+from __future__ import annotations
+
+from atasker.builtin.sqlite_store.store import SQLiteStore, atasker_register_status_stores, parse_url
+
+__all__ = ["SQLiteStore", "atasker_register_status_stores", "parse_url"]
