@@ -22,6 +22,7 @@ import atasker.builtin.mp.api as _process
 from atasker.api import TT_COROUTINE, TT_MP, TT_THREAD, background_task, wait_completed
 from atasker.builtin.coroutine.aloop import *  # noqa: F403  (the coroutine API, see aloop.__all__)
 from atasker.builtin.mp.api import *  # noqa: F403  (the process-task API, see process.__all__)
+from atasker.core.pool import Pool
 from atasker.core.supervisor import TaskSupervisor
 from atasker.core.task import (
     TASK_CRITICAL,
@@ -33,14 +34,17 @@ from atasker.core.task import (
     TASK_STATUS_STARTED,
     Task,
     TaskInfo,
-    pool_thread,
+    TaskSpec,
 )
 from atasker.errors import (
     AtaskerError,
     InvalidPriorityError,
+    MissingExtensionError,
     PluginConflictError,
     PluginLoadError,
     SupervisorStoppedError,
+    UnknownQueuePolicyError,
+    UnknownStatusStoreError,
     UnknownTaskTypeError,
     WorkerDiedError,
 )
@@ -56,8 +60,9 @@ from atasker.extras.workers import (
 )
 from atasker.plugin.hookspecs import hookimpl, hookspec
 from atasker.plugin.protocols import (
+    BaseExecutor,
+    CommandType,
     Executor,
-    Pool,
     QueuePolicy,
     QueuePolicyType,
     StatusStore,
@@ -81,6 +86,12 @@ __all__ = [
     "TT_MP",
     "TT_THREAD",
     "AtaskerError",
+    "BaseExecutor",
+    "CommandType",
+    "MissingExtensionError",
+    "TaskSpec",
+    "UnknownQueuePolicyError",
+    "UnknownStatusStoreError",
     "BackgroundAsyncWorker",
     "BackgroundEventWorker",
     "BackgroundIntervalWorker",
@@ -114,7 +125,6 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "live",
-    "pool_thread",
     "task_supervisor",
     "wait_completed",
     *_aloop.__all__,

@@ -1,4 +1,8 @@
-"""``background_task`` and ``wait_completed``: the seed's user API."""
+"""``background_task`` and ``wait_completed``: the seed's user API.
+
+A decorated function keeps one :class:`~atasker.TaskSpec`, validated when
+it is decorated, and hands it to :meth:`TaskSupervisor.submit` on each call.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,13 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
+from atasker.builtin.coroutine.aloop import TT_COROUTINE
+from atasker.builtin.mp.api import TT_MP
+from atasker.builtin.thread import TT_THREAD
 from atasker.core.supervisor import TaskSupervisor
-from atasker.core.task import TASK_NORMAL, Task, validate_priority
+from atasker.core.task import TASK_NORMAL, Task, TaskSpec
 
 __all__ = ["TT_COROUTINE", "TT_MP", "TT_THREAD", "background_task", "wait_completed"]
-
-#: Built-in task type names.
-TT_THREAD = "thread"
-TT_MP = "mp"
-TT_COROUTINE = "coroutine"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,6 +46,7 @@ def background_task(
     supervisor: TaskSupervisor | None = None,
     timeout: float | None = None,
     loop: Any = None,
+    options: dict[str, Any] | None = None,
 ) -> Any:
     """Make *f* a background task: calling it queues a task and returns at once.
 
@@ -64,11 +67,25 @@ def background_task(
     :param supervisor: the supervisor to use (default ``task_supervisor``).
     :param timeout: run timeout in seconds, where the task type supports it.
     :param loop: for coroutine tasks: an aloop, its name, or a running
-        asyncio loop to run on.
-    :raises TypeError: *f* is not callable.
+        asyncio loop to run on (``options={"loop": ...}``).
+    :param options: task-type specific options, e.g. a plugin's
+        (``task.options`` for its executor).
+    :raises TypeError: *f* is not callable, or a bad option.
     :raises InvalidPriorityError: *priority* is invalid.
+    :raises ValueError: a bad *delay* or *timeout*.
     """
-    priority = validate_priority(priority)
+    if loop is not None:
+        options = {**(options or {}), "loop": loop}
+    # Validated now, at decoration, even if the task type is resolved later.
+    spec = TaskSpec(
+        tt=tt or TT_THREAD,
+        priority=priority,
+        name=name,
+        delay=delay,
+        callback=callback,
+        timeout=timeout,
+        options=options,
+    )
     if f is None:
         return functools.partial(
             background_task,
@@ -79,32 +96,19 @@ def background_task(
             callback=callback,
             supervisor=supervisor,
             timeout=timeout,
-            loop=loop,
+            options=options,
         )
     if not callable(f):
         raise TypeError(f"background_task needs a callable, got {type(f).__name__}: {f!r}")
     if getattr(f, "background_task", False):
         f = f.__wrapped__  # re-decorating a task starter: run the function, not a starter
-    if tt is None:
-        tt = TT_COROUTINE if inspect.iscoroutinefunction(f) else TT_THREAD
+    task_tt = tt or (TT_COROUTINE if inspect.iscoroutinefunction(f) else TT_THREAD)
     task_name = name if name is not None else getattr(f, "__qualname__", None) or repr(f)
-    task_tt: str = tt
-    options = {"loop": loop} if loop is not None else None
+    spec = spec.replace(tt=task_tt, name=task_name)
 
     @functools.wraps(f)
     def start_task(*args: Any, **kwargs: Any) -> Task:
-        return (supervisor or _default_supervisor()).submit(
-            f,
-            args,
-            kwargs,
-            tt=task_tt,
-            priority=priority,
-            name=task_name,
-            delay=delay,
-            callback=callback,
-            timeout=timeout,
-            options=options,
-        )
+        return (supervisor or _default_supervisor()).submit(f, args, kwargs, spec=spec)
 
     start_task.background_task = True  # type: ignore[attr-defined]
     return start_task

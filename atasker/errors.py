@@ -5,9 +5,12 @@ from __future__ import annotations
 __all__ = [
     "AtaskerError",
     "InvalidPriorityError",
+    "MissingExtensionError",
     "PluginConflictError",
     "PluginLoadError",
     "SupervisorStoppedError",
+    "UnknownQueuePolicyError",
+    "UnknownStatusStoreError",
     "UnknownTaskTypeError",
     "WorkerDiedError",
 ]
@@ -26,6 +29,23 @@ class UnknownTaskTypeError(AtaskerError, LookupError):
 
     The message lists the known task types, and any plugin that failed to
     load (it may be the one that would have provided it).
+    """
+
+
+class UnknownQueuePolicyError(AtaskerError, LookupError):
+    """No plugin provides the queue policy asked for (the message lists the known ones)."""
+
+
+class UnknownStatusStoreError(AtaskerError, LookupError):
+    """No plugin provides the status store URL scheme asked for (the message lists the known ones)."""
+
+
+class MissingExtensionError(AtaskerError, LookupError):
+    """A supervisor method needs a plugin that is blocked or not registered.
+
+    ``create_aloop()`` needs ``atasker.builtin.coroutine``, ``create_mp_pool()``
+    ``atasker.builtin.mp``, ...: the message names the method, the plugin and
+    whether it is blocked.
     """
 
 

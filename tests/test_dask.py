@@ -346,7 +346,7 @@ def test_task_options_go_to_client_submit(sup, client):
 def test_bad_input_is_a_clear_error(sup):
     with pytest.raises(TypeError, match="unknown dask task option 'nope'; known: allow_other_workers"):
         sup.submit(int, tt=TT_DASK, options={"nope": 1})
-    with pytest.raises(ValueError, match="timeout must be a number of seconds > 0"):
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0"):
         sup.submit(int, tt=TT_DASK, timeout=0)
     lock = threading.Lock()
     with pytest.raises(TaskPicklingError, match="function or arguments could not be serialized"):

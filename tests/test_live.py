@@ -115,12 +115,14 @@ def test_the_display_thread_refreshes_at_its_own_rate(make_supervisor):
 def test_counter_plugin_is_registered_only_while_open(make_supervisor, capsys):
     sup = make_supervisor()
     before = set(sup.plugin_manager.list_name_plugin())
-    assert sup._on_finished is None
+    assert not sup.plugin_manager.has_impls("atasker_task_finished")
     view = sup.live(plain_interval=3600)
     with view:
-        assert sup._on_finished is not None
+        assert sup.plugin_manager.has_impls("atasker_task_finished")
         sup.submit(int).result(WAIT)
-    assert set(sup.plugin_manager.list_name_plugin()) == before and sup._on_finished is None
+    assert set(sup.plugin_manager.list_name_plugin()) == before and not sup.plugin_manager.has_impls(
+        "atasker_task_finished"
+    )
     assert view.last.done == 1
     with pytest.raises(RuntimeError, match="not started"):
         view.stop()

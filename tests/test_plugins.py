@@ -162,7 +162,7 @@ def test_duplicate_resolved_by_blocking_one(make_supervisor):
         block_plugins=["first-plugin"],
     )
     assert sup.submit(int, tt="dup").result(WAIT) == 0
-    assert sup._registry("task type").providers_of("dup") == ["second-plugin"]
+    assert sup.registry("task type").providers_of("dup") == ["second-plugin"]
 
 
 def test_replacing_a_builtin_needs_an_explicit_step(make_supervisor):

@@ -80,7 +80,7 @@ def sqlite_supervisor(make_supervisor, path: Path, query: str = "", **kwargs: An
 
 
 def store_of(sup: TaskSupervisor) -> SQLiteStore:
-    store = sup._store
+    store = sup.status_store
     assert isinstance(store, SQLiteStore)
     return store
 
@@ -134,8 +134,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_installed_but_never_active_unless_selected(make_supervisor, tmp_path, monkeypatch):
     sup = make_supervisor()
-    assert isinstance(sup._store, MemoryStore)
-    assert "sqlite" in sup._registry("status store").names()
+    assert isinstance(sup.status_store, MemoryStore)
+    assert "sqlite" in sup.registry("status store").names()
     assert list(tmp_path.iterdir()) == []
 
     monkeypatch.setenv("ATASKER_STATUS_STORE", f"sqlite://{tmp_path}/env.db")
@@ -733,7 +733,7 @@ SERVICE = """
     sup.submit(fail).exception(10)
     running = sup.submit(gate.wait, (60,), name="blocker")
     queued = [sup.submit(int, name="waiting") for _ in range(3)]
-    sup._store.flush(10)
+    sup.status_store.flush(10)
     print("ready", flush=True)
     sys.stdin.readline()
     gate.set()

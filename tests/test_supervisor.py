@@ -381,7 +381,7 @@ def test_watchdog_is_silent_for_tasks_that_start_in_time(make_supervisor, caplog
     for t in tasks:
         t.result(WAIT)
     # Run the watchdog check now instead of sleeping until its timer fires.
-    sup._check_watch(False)
+    sup.extension("watchdog").check(False)
     assert warned == [] and "waiting for a slot" not in caplog.text
 
 

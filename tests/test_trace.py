@@ -252,9 +252,10 @@ def test_tracing_is_off_and_free_by_default():
         sup = TaskSupervisor(autoload=False)
         sup.start()
         assert sup.submit(pow, (2, 3)).result(10) == 8
-        assert sup._on_started is None and sup._on_finished is None and sup._on_queued is None
+        hooks = ("atasker_task_started", "atasker_task_finished", "atasker_task_queued")
+        assert not any(sup.plugin_manager.has_impls(hook) for hook in hooks)
         sup.stop()
-        assert "atasker.builtin.trace" not in sys.modules
+        assert "atasker.builtin.trace.recorder" not in sys.modules
         print("ok")
         """
     )
@@ -267,10 +268,12 @@ def test_recorder_unregisters_itself_on_stop(make_supervisor, tmp_path):
     sup = make_supervisor(start=False)
     sup.start(trace=tmp_path / "a.json")
     recorder = get_recorder(sup)
-    assert recorder is not None and sup._on_finished is not None
+    assert recorder is not None and sup.plugin_manager.has_impls("atasker_task_finished")
     sup.stop()
     assert recorder.closed and get_recorder(sup) is None
-    assert sup._on_started is None and sup._on_finished is None
+    assert not sup.plugin_manager.has_impls("atasker_task_started") and not sup.plugin_manager.has_impls(
+        "atasker_task_finished"
+    )
     # Started again, it traces again, to the new file.
     sup.start(trace=tmp_path / "b.json")
     sup.submit(int, name="second").result(WAIT)

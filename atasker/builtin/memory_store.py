@@ -7,6 +7,8 @@ memory never grows with history.  The record is the task handle itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from atasker.core.task import Task
 from atasker.plugin.hookspecs import hookimpl
 from atasker.plugin.protocols import StatusStoreType
@@ -41,5 +43,6 @@ class MemoryStore:
 
 
 @hookimpl
-def atasker_register_status_stores(register):
+def atasker_register_status_stores(register: Callable[[StatusStoreType], None]) -> None:
+    """Register status store ``memory://`` (the default)."""
     register(StatusStoreType("memory", MemoryStore, doc="live records in memory, dropped on completion (default)"))

@@ -16,10 +16,12 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
+from collections.abc import Callable
 
+from atasker.core.pool import Pool
 from atasker.core.task import TASK_STATUS_QUEUED, Task
 from atasker.plugin.hookspecs import hookimpl
-from atasker.plugin.protocols import Pool, QueuePolicyType
+from atasker.plugin.protocols import QueuePolicyType
 
 __all__ = ["PriorityPolicy"]
 
@@ -88,7 +90,8 @@ class PriorityPolicy:
 
 
 @hookimpl
-def atasker_register_queue_policies(register):
+def atasker_register_queue_policies(register: Callable[[QueuePolicyType], None]) -> None:
+    """Register queue policy ``"priority"`` (the default)."""
     register(
         QueuePolicyType(
             "priority",

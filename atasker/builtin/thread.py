@@ -2,7 +2,7 @@
 
 ::
 
-    supervisor ──start(task)──▶ SimpleQueue ──▶ worker thread ──▶ task.func()
+    supervisor ──start(task)──▶ SimpleQueue ──▶ worker thread ──▶ task.run()
         ▲                                            │
         └────────── task_done(task, result) ◀────────┘
 
@@ -26,18 +26,20 @@ import itertools
 import os
 import queue
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from atasker.core.task import Task, pool_thread
+from atasker.core.pool import Pool
+from atasker.core.task import DEFAULT_TASK_TYPE, Task
 from atasker.plugin.hookspecs import hookimpl
-from atasker.plugin.protocols import Pool, TaskType
+from atasker.plugin.protocols import BaseExecutor, TaskType
 
 if TYPE_CHECKING:
     from atasker.core.supervisor import TaskSupervisor
 
-__all__ = ["TT_THREAD", "ThreadExecutor", "default_pool_size"]
+__all__ = ["TT_THREAD", "ThreadExecutor", "ThreadPoolControl", "default_pool_size"]
 
-TT_THREAD = "thread"
+TT_THREAD = DEFAULT_TASK_TYPE
 
 _thread_numbers = itertools.count(1)
 
@@ -48,11 +50,11 @@ def default_pool_size() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
-class ThreadExecutor:
+class ThreadExecutor(BaseExecutor):
     """Runs thread tasks on a pool of reusable worker threads."""
 
     def __init__(self, supervisor: TaskSupervisor, pool: Pool) -> None:
-        self._supervisor = supervisor
+        super().__init__(supervisor, pool)
         self._pool = pool
         self._queue: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         # Idle workers; start() takes one to claim a worker.  A plain lock and
@@ -64,14 +66,12 @@ class ThreadExecutor:
         self._threads_changed = threading.Condition(self._lock)
         self._shutdown = False
 
-    def validate(self, task: Task) -> None:
-        pass
-
     def capacity(self) -> int | None:
-        return None  # grows on demand: CRITICAL always gets a thread
+        """``None``: the pool grows on demand, so CRITICAL always gets a thread."""
+        return None
 
     def resize(self, pool: Pool) -> None:
-        pass  # extra idle threads retire by themselves
+        """Nothing to do: extra idle threads retire by themselves."""
 
     def start(self, task: Task) -> None:
         self._queue.put(task)
@@ -86,7 +86,8 @@ class ThreadExecutor:
         return self._pool.pool_size or default_pool_size()
 
     def cancel(self, task: Task) -> bool:
-        return False  # a running Python thread cannot be interrupted
+        """``False``: a running Python thread cannot be interrupted."""
+        return False
 
     def thread_count(self) -> int:
         """Worker threads alive now."""
@@ -112,10 +113,9 @@ class ThreadExecutor:
 
     def _work(self) -> None:
         get = self._queue.get
-        task_done = self._supervisor.task_done
+        task_done = self.supervisor.task_done
         idle_lock = self._idle_lock
         me = threading.current_thread()
-        pool_thread.supervisor = self._supervisor
         try:
             while True:
                 task = get()
@@ -125,7 +125,7 @@ class ThreadExecutor:
                 # this same thread (no hand-off while the pool is busy).
                 while task is not None:
                     try:
-                        result = task.func(*task.args, **task.kwargs)
+                        result = task.run()
                     except BaseException as exc:
                         task = task_done(task, exception=exc, take_next=True)
                     else:
@@ -149,6 +149,7 @@ class ThreadExecutor:
                 self._threads_changed.notify_all()
 
     def shutdown(self, wait: bool = True) -> None:
+        """Let every worker exit once idle; with *wait*, join them."""
         with self._lock:
             self._shutdown = True
             threads = list(self._threads)
@@ -160,8 +161,28 @@ class ThreadExecutor:
                     thread.join()
 
 
+class ThreadPoolControl:
+    """The supervisor's ``set_thread_pool`` (extension ``"thread"``)."""
+
+    def __init__(self, supervisor: TaskSupervisor) -> None:
+        self.supervisor = supervisor
+
+    def set_thread_pool(
+        self, pool_size: int | None = None, reserve_normal: int | None = None, reserve_high: int | None = None
+    ) -> None:
+        """:meth:`~atasker.TaskSupervisor.set_pool` for thread tasks (the original atasker's API)."""
+        self.supervisor.set_pool(TT_THREAD, pool_size, reserve_normal, reserve_high)
+
+
 @hookimpl
-def atasker_register_task_types(register):
+def atasker_configure(supervisor: TaskSupervisor) -> None:
+    """Add the ``"thread"`` extension (``set_thread_pool``)."""
+    supervisor.add_extension("thread", ThreadPoolControl(supervisor))
+
+
+@hookimpl
+def atasker_register_task_types(register: Callable[[TaskType], None]) -> None:
+    """Register task type ``"thread"``: pool ``min(32, cpus + 4)``, reserves 5 and 5."""
     register(
         TaskType(
             TT_THREAD,

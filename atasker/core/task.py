@@ -20,17 +20,20 @@ bare ``Future``: a queued task costs one object, not three.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from atasker.errors import InvalidPriorityError
 
 if TYPE_CHECKING:
-    from atasker.core.supervisor import TaskSupervisor
+    from atasker.core.timer import Timer
 
 __all__ = [
+    "BANDS",
+    "DEFAULT_TASK_TYPE",
     "TASK_CRITICAL",
     "TASK_HIGH",
     "TASK_LOW",
@@ -38,10 +41,14 @@ __all__ = [
     "TASK_STATUS_CANCELED",
     "TASK_STATUS_QUEUED",
     "TASK_STATUS_STARTED",
+    "SupervisorAPI",
     "Task",
     "TaskInfo",
+    "TaskSpec",
+    "ThreadState",
     "priority_band",
     "validate_priority",
+    "validate_seconds",
 ]
 
 #: Priorities: lower is more urgent (the original atasker's values).
@@ -49,6 +56,12 @@ TASK_LOW = 200
 TASK_NORMAL = 100
 TASK_HIGH = 50
 TASK_CRITICAL = 0
+
+#: The priority bands, most urgent first (see :func:`priority_band`).
+BANDS = (TASK_CRITICAL, TASK_HIGH, TASK_NORMAL, TASK_LOW)
+
+#: The task type of a task that names none (the built-in thread pool).
+DEFAULT_TASK_TYPE = "thread"
 
 #: ``TaskInfo.status`` values, as the seed documents them.
 TASK_STATUS_QUEUED = 0
@@ -103,6 +116,178 @@ def priority_band(priority: int) -> int:
     return TASK_LOW
 
 
+def validate_seconds(value: object, what: str, *, zero_ok: bool) -> float | None:
+    """Return *value* if it is ``None`` or a finite number of seconds, else raise.
+
+    ``bool`` is not a number here, nor are ``nan`` and ``inf`` (a deadline
+    that never comes is ``None``).
+
+    :param zero_ok: whether ``0`` is allowed (a delay) or not (a timeout).
+    :raises ValueError: naming *what* and the value.
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= 0 if zero_ok else value > 0)
+    ):
+        return value
+    bound = ">= 0" if zero_ok else "> 0"
+    raise ValueError(f"{what} must be a finite number of seconds {bound} or None, got {value!r}")
+
+
+class SupervisorAPI(Protocol):
+    """What executors, policies, stores and hooks see of a supervisor.
+
+    :class:`~atasker.TaskSupervisor` is the implementation; this protocol
+    is the plugin API written down (hook and protocol signatures use it, so
+    that the plugin layer does not import the supervisor).
+    """
+
+    name: str
+    timeout_warning: float
+    timeout_critical: float
+    timeout_warning_func: Callable[[Task], Any] | None
+    timeout_critical_func: Callable[[Task], Any] | None
+
+    def task_done(
+        self,
+        task: Task,
+        result: Any = None,
+        exception: BaseException | None = None,
+        cancelled: bool = False,
+        take_next: bool = False,
+    ) -> Task | None: ...
+
+    def cancel_task(self, task: Task) -> bool: ...
+
+    def submit(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        spec: TaskSpec | None = None,
+        **fields: Any,
+    ) -> Task: ...
+
+    @property
+    def timer(self) -> Timer: ...
+
+    def add_extension(self, name: str, extension: Any) -> None: ...
+
+    def extension(self, name: str, needed_by: str | None = None) -> Any: ...
+
+    def report_internal_error(self, exc: BaseException, where: str) -> None: ...
+
+    def set_pool(
+        self,
+        tt: str,
+        pool_size: int | None = None,
+        reserve_normal: int | None = None,
+        reserve_high: int | None = None,
+    ) -> None: ...
+
+    def pool_config(self, tt: str) -> dict[str, int]: ...
+
+    def is_active(self) -> bool: ...
+
+    def ensure_started(self) -> None: ...
+
+    def get_tasks(self, tt: str | None = None) -> list[Task]: ...
+
+    def executor(self, tt: str) -> Any: ...
+
+    def register_plugin(self, plugin: Any, name: str | None = None) -> str | None: ...
+
+    def unregister_plugin(self, plugin: Any = None, name: str | None = None) -> Any: ...
+
+    def stop(self, wait: bool | float = True, cancel_tasks: bool = False) -> bool: ...
+
+
+class TaskSpec:
+    """How to run a task: everything a submission says besides the call itself.
+
+    One record serves ``background_task(...)``, :meth:`TaskSupervisor.submit`,
+    workers, ``aloop.background_task`` and ``co_mp_apply``: it is validated
+    once, where it is made, and a decorated function reuses it for every
+    call.  Treat it as immutable; :meth:`replace` makes a changed copy.
+
+    :param tt: task type (default ``"thread"``).
+    :param priority: any int >= 0, lower is more urgent (default ``TASK_NORMAL``).
+    :param name: task name (default: the function's qualified name).
+    :param delay: seconds before the task joins its queue (holds no slot).
+    :param callback: ``callback(result)`` after the task succeeded.
+    :param timeout: run timeout in seconds, for task types that support it.
+    :param options: task-type specific options (``{"loop": aloop}`` for
+        coroutine tasks, a plugin's own), read by the executor as
+        ``task.options``.
+    :raises InvalidPriorityError, ValueError, TypeError: a bad field.
+    """
+
+    __slots__ = ("band", "callback", "delay", "name", "options", "priority", "timeout", "tt")
+
+    FIELDS = ("tt", "priority", "name", "delay", "callback", "timeout", "options")
+
+    def __init__(
+        self,
+        tt: str = DEFAULT_TASK_TYPE,
+        priority: int = 100,
+        name: str | None = None,
+        delay: float | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        timeout: float | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if type(priority) is not int or priority < 0:
+            priority = validate_priority(priority)
+        if not isinstance(tt, str) or not tt:
+            raise TypeError(f"task type (tt) must be a non-empty str, got {tt!r}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(f"options must be a mapping, got {options!r}")
+        self.tt = tt
+        self.priority = priority
+        self.band = priority_band(priority)
+        self.name = name
+        self.delay = validate_seconds(delay, "delay", zero_ok=True) or None
+        self.callback = callback
+        self.timeout = validate_seconds(timeout, "timeout", zero_ok=False)
+        self.options: dict[str, Any] = dict(options) if options else {}
+
+    def replace(self, **changes: Any) -> TaskSpec:
+        """A copy with *changes* applied (validated like the constructor).
+
+        :raises TypeError: a name that is not a field.
+        """
+        unknown = set(changes) - set(self.FIELDS)
+        if unknown:
+            raise TypeError(
+                f"unknown task option(s) {', '.join(sorted(map(repr, unknown)))}; known: {', '.join(self.FIELDS)}"
+            )
+        fields = {name: getattr(self, name) for name in self.FIELDS}
+        fields.update(changes)
+        return TaskSpec(**fields)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TaskSpec):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # options is a dict
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.FIELDS if getattr(self, f) not in (None, {}))
+        return f"TaskSpec({fields})"
+
+
+#: The specification of a task submitted with no options.
+DEFAULT_SPEC = TaskSpec()
+
+
 class Task(Future):
     """A background task: its id, its record and its future in one object.
 
@@ -136,8 +321,10 @@ class Task(Future):
         "in_queue",
         "kwargs",
         "name",
+        "options",
         "outcome",
         "priority",
+        "spec",
         "status",
         "supervisor",
         "time_finished",
@@ -152,15 +339,9 @@ class Task(Future):
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
+        spec: TaskSpec,
         name: str,
-        tt: str,
-        priority: int,
-        supervisor: TaskSupervisor,
-        callback: Callable[[Any], Any] | None = None,
-        delay: float | None = None,
-        timeout: float | None = None,
-        options: dict[str, Any] | None = None,
+        supervisor: SupervisorAPI,
     ) -> None:
         super().__init__()
         self.id: int = next(_task_ids)
@@ -168,20 +349,21 @@ class Task(Future):
         self.func = func
         self.args = args
         self.kwargs = kwargs
-        self.tt = tt
-        self.priority = priority
-        self.band = priority_band(priority)
-        self.delay = delay
-        self.timeout = timeout
-        self.callback = callback
+        self.spec = spec
+        self.tt = spec.tt
+        self.priority = spec.priority
+        self.band = spec.band
+        self.delay = spec.delay
+        self.timeout = spec.timeout
+        self.callback = spec.callback
+        #: Task-type specific options (e.g. ``loop`` for coroutine tasks).
+        self.options: dict[str, Any] = spec.options
         self.supervisor = supervisor
         self.time_queued: float | None = None
         self.time_started: float | None = None
         self.time_finished: float | None = None
         self.status = TASK_STATUS_QUEUED
         self.executor_data: Any = None
-        #: Task-type specific options (e.g. ``loop`` for coroutine tasks).
-        self.options: dict[str, Any] = options or {}
         # True while the task sits in its queue policy (not delayed, not popped).
         self.in_queue = False
         #: ``None`` until the task ends, then ``"completed"``, ``"failed"``
@@ -189,6 +371,23 @@ class Task(Future):
         self.outcome: str | None = None
         #: The exception of a failed task (``None`` otherwise).
         self.error: BaseException | None = None
+
+    def run(self) -> Any:
+        """Call the task's function in this thread and return what it returns.
+
+        For executors whose threads run tasks: calling it instead of
+        ``task.func(*task.args, **task.kwargs)`` lets the supervisor know
+        this thread runs this task, so that a ``stop()`` called from the
+        task (or from its callback, reported on this thread) does not wait
+        for the task itself.
+        """
+        state = thread_state
+        outer = state.running
+        state.running = state.ran = self
+        try:
+            return self.func(*self.args, **self.kwargs)
+        finally:
+            state.running = outer
 
     @property
     def task(self) -> Task:
@@ -206,11 +405,7 @@ class Task(Future):
         """
         if self.done():
             return self.cancelled()
-        if self.supervisor._cancel_queued(self):
-            return True
-        if self.status == TASK_STATUS_STARTED:
-            return self.supervisor._cancel_running(self)
-        return False
+        return self.supervisor.cancel_task(self)
 
     def __await__(self) -> Generator[Any, None, Any]:
         """``await task`` from any running event loop, without blocking it."""
@@ -231,24 +426,28 @@ class Task(Future):
         return f"<Task {self.id} {self.name!r} tt={self.tt} priority={self.priority} {state}>"
 
 
-class _PoolThread(threading.local):
-    """What the current thread is, for the supervisor (see :data:`pool_thread`)."""
+class ThreadState(threading.local):
+    """What the current thread does for the supervisors (kept by the core).
 
-    #: The supervisor whose pool this thread works for, or ``None``.
-    supervisor: Any = None
-    #: Whether this thread also reports the outcomes of *other* tasks (a
-    #: plugin's reporting thread, whose task callbacks run on it).
-    reports_others: bool = False
-    #: Tasks this thread holds besides the one whose callback runs: the next
-    #: task a thread-pool worker already took (``task_done(take_next=True)``).
+    Executors never set it: :meth:`Task.run` and
+    :meth:`TaskSupervisor.task_done` do.  ``stop()`` reads it so that it
+    never waits for the task that called it.
+    """
+
+    #: The task whose function runs on this thread now (:meth:`Task.run`).
+    running: Task | None = None
+    #: The last task this thread ran with :meth:`Task.run`.
+    ran: Task | None = None
+    #: The task whose outcome this thread reports now (its callback and the
+    #: ``atasker_task_finished`` observers run).
+    reporting: Task | None = None
+    #: Tasks this thread holds besides the one being reported: the next task
+    #: a worker already took with ``task_done(take_next=True)``.
     held: int = 0
 
 
-#: Set by executors once per thread of their own that runs tasks or reports
-#: their outcomes: ``stop(wait=True)`` called from such a thread must not wait
-#: for the calling task, which cannot end before ``stop()`` returns, and from
-#: a thread that ``reports_others`` cannot wait at all.
-pool_thread = _PoolThread()
+#: The current thread's :class:`ThreadState`.
+thread_state = ThreadState()
 
 
 #: The seed's *task info* record.  It is the task handle itself: the fields

@@ -26,8 +26,8 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from atasker._extension import SupervisorExtension
-from atasker.core.task import TASK_NORMAL, Task, validate_priority
+from atasker.core.task import TASK_NORMAL, Task, TaskSpec, validate_priority
+from atasker.plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from atasker.core.supervisor import TaskSupervisor
@@ -167,7 +167,7 @@ class BackgroundWorker:
             self._args, self._kwargs = args, kwargs
             self._active = True
         sup = self._supervisor()
-        sup._register_worker(self)
+        sup.extension("workers", "starting a worker").add(self)
         self._started()
 
     def _configure(self, kwargs: dict[str, Any]) -> None:
@@ -250,16 +250,14 @@ class BackgroundWorker:
             kwargs["_worker"] = self
             kwargs["_worker_name"] = self._run_name
             func = self._call_async if tt == "coroutine" else self._call
-        return sup.submit(
-            func,
-            args,
-            kwargs,
+        spec = TaskSpec(
             tt=tt,
             priority=self._run_priority,
             name=self._run_name,
             delay=delay,
             options={"loop": self._run_loop} if tt == "coroutine" and self._run_loop is not None else None,
         )
+        return sup.submit(func, args, kwargs, spec=spec)
 
     def _call(self, *args: Any, **kwargs: Any) -> Any:
         _run_context.worker = self
@@ -521,25 +519,37 @@ def background_worker(f: Callable[..., Any] | None = None, **kwargs: Any) -> Any
     return cls(func=f, **kwargs)
 
 
-class WorkerAPI(SupervisorExtension):
-    """The supervisor's side: it stops every worker when it stops."""
+class WorkerRegistry:
+    """The workers started on one supervisor (extension ``"workers"``).
 
-    def _worker_set(self) -> weakref.WeakSet[BackgroundWorker]:
-        workers = self.__dict__.get("_workers")
-        if workers is None:
-            workers = self.__dict__.setdefault("_workers", weakref.WeakSet())
-        return workers
+    The supervisor stops them first thing when it stops: a running worker
+    would keep submitting while the supervisor drains.
+    """
 
-    def _register_worker(self, worker: BackgroundWorker) -> None:
-        self._worker_set().add(worker)
+    def __init__(self) -> None:
+        self._workers: weakref.WeakSet[BackgroundWorker] = weakref.WeakSet()
+
+    def add(self, worker: BackgroundWorker) -> None:
+        """Remember a started worker (weakly)."""
+        self._workers.add(worker)
 
     def get_workers(self) -> list[BackgroundWorker]:
         """Workers started on this supervisor and still active."""
-        return [w for w in list(self._worker_set()) if w.is_active()]
+        return [w for w in list(self._workers) if w.is_active()]
 
-    def _before_stop(self, wait: bool | float, cancel_tasks: bool) -> None:
-        # Workers first: a running worker would keep submitting while the
-        # supervisor drains.
-        for worker in list(self._worker_set()):
+    def stop_all(self) -> None:
+        """Stop every worker without waiting for its run in progress."""
+        for worker in list(self._workers):
             worker.stop(wait=False)
-        super()._before_stop(wait, cancel_tasks)
+
+
+@hookimpl
+def atasker_configure(supervisor: TaskSupervisor) -> None:
+    """Add the ``"workers"`` extension."""
+    supervisor.add_extension("workers", WorkerRegistry())
+
+
+@hookimpl
+def atasker_supervisor_stopping(supervisor: TaskSupervisor) -> None:
+    """Stop the workers before the supervisor drains."""
+    supervisor.extension("workers").stop_all()

@@ -23,23 +23,115 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from atasker.core.supervisor import TaskSupervisor
-    from atasker.core.task import Task
-    from atasker.plugin.protocols import QueuePolicyType, StatusStoreType, TaskType
+    from collections.abc import Mapping
+    from typing import Any
+
+    from atasker.core.task import SupervisorAPI, Task
+    from atasker.plugin.protocols import CommandType, QueuePolicyType, StatusStoreType, TaskType
 
 hookspec = pluggy.HookspecMarker("atasker")
 #: Marks a function as a hook implementation (re-exported as ``atasker.hookimpl``).
 hookimpl = pluggy.HookimplMarker("atasker")
 
 
+@hookspec(historic=True)
+def atasker_configure(supervisor: SupervisorAPI) -> None:
+    """Set up this plugin for one supervisor: the place for per-supervisor state.
+
+    Called once per supervisor and plugin, when the supervisor's plugin
+    manager is built (first use of the supervisor), in that thread; a
+    plugin registered later is called at its registration (the hook is
+    *historic*, like pytest's ``pytest_configure``).  Read configuration
+    (environment, ``supervisor.name``), and add the objects the plugin
+    offers with :meth:`TaskSupervisor.add_extension` -- the seed's methods
+    such as ``create_aloop`` and ``create_mp_pool`` delegate to the
+    extensions the built-ins add here.  Must not start threads or processes.
+
+    :param supervisor: the :class:`TaskSupervisor` being configured.
+
+    Example::
+
+        @hookimpl
+        def atasker_configure(supervisor):
+            supervisor.add_extension("mycache", Cache(supervisor))
+    """
+
+
+@hookspec
+def atasker_supervisor_starting(supervisor: SupervisorAPI, options: Mapping[str, Any]) -> list[str] | None:
+    """The supervisor is starting: plugins may open what they need for the run.
+
+    Called by ``start()`` in the starting thread, after the queue policy and
+    status store are resolved and before any task is accepted; an exception
+    aborts the start (the supervisor stays stopped).  Also called when
+    ``start(**options)`` is given options while the supervisor is running.
+
+    :param supervisor: the :class:`TaskSupervisor`.
+    :param options: the keyword options given to ``start()`` beyond
+        ``queue_policy`` and ``status_store`` (``trace=...``, a plugin's own);
+        ``None`` values are left out.
+    :returns: the names of the options this plugin handled.  An option no
+        plugin handles makes ``start()`` raise :class:`TypeError`.
+    """
+
+
+@hookspec
+def atasker_supervisor_stopping(supervisor: SupervisorAPI, wait: bool | float, cancel_tasks: bool) -> None:
+    """The supervisor is about to stop: stop producing tasks.
+
+    Called first thing by ``stop()``, in the stopping thread, before queued
+    and running tasks are drained (workers stop submitting here).  Tasks may
+    still be submitted while it drains.
+
+    :param supervisor: the :class:`TaskSupervisor`.
+    :param wait: ``stop()``'s *wait*.
+    :param cancel_tasks: ``stop()``'s *cancel_tasks*.
+    """
+
+
+@hookspec(firstresult=True)
+def atasker_select_queue_policy(supervisor: SupervisorAPI, task_type: TaskType) -> str | None:
+    """Choose the queue policy of one task type, by name.
+
+    Called once per task type and supervisor run, when the task type is
+    first used, in the submitting thread.  The first plugin that returns a
+    name wins.  Default (no plugin returns one): the policy selected by name
+    with ``TaskSupervisor(queue_policy=...)``, ``start(queue_policy=...)``
+    or ``ATASKER_QUEUE_POLICY`` (``"priority"`` if none is).
+
+    :param supervisor: the :class:`TaskSupervisor`.
+    :param task_type: the :class:`TaskType` that is being set up.
+    :returns: a registered queue policy name, or ``None`` to pass.
+
+    Example::
+
+        @hookimpl
+        def atasker_select_queue_policy(supervisor, task_type):
+            return "fairshare" if task_type.name == "mp" else None
+    """
+
+
+@hookspec
+def atasker_register_commands(register: Callable[[CommandType], None]) -> None:
+    """Register ``atasker`` sub-commands this plugin provides.
+
+    Called once when the ``atasker`` command starts, in its main thread.
+    ``atasker status`` (SQLite store) and ``atasker plot`` (traces) are
+    registered this way by their built-in plugins.
+
+    :param register: call it with a :class:`CommandType`.
+    """
+
+
 @hookspec
 def atasker_register_task_types(register: Callable[[TaskType], None]) -> None:
     """Register task types (executors) this plugin provides.
 
-    Called once per supervisor, when the supervisor is configured (its first
-    ``start()``, explicit or implicit), in the thread that starts it.  May
-    import modules; must not start threads or processes -- executors are
-    created lazily, on first use of their task type.
+    Called once per supervisor and plugin, the first time a task type is
+    looked up (first use of the supervisor); for a plugin registered later,
+    at the next lookup.  Called in the thread that looks up.  May import
+    modules; must not start threads or processes -- executors are created
+    lazily, on first use of their task type.
 
     Two plugins registering one name is a :class:`PluginConflictError`
     raised when that task type is used (other task types keep working),
@@ -68,7 +160,8 @@ def atasker_register_queue_policies(register: Callable[[QueuePolicyType], None])
     or ``ATASKER_QUEUE_POLICY=name``, so installing a policy package does not
     change applications that did not ask for it.
 
-    Called once per supervisor at configuration time, in the starting thread.
+    Called once per supervisor and plugin, like
+    :func:`atasker_register_task_types`, in the thread that looks up.
 
     :param register: call it with a :class:`QueuePolicyType`.
 
@@ -89,14 +182,15 @@ def atasker_register_status_stores(register: Callable[[StatusStoreType], None]) 
     with ``status_store="scheme://..."`` or ``ATASKER_STATUS_STORE``; merely
     installing one changes nothing.
 
-    Called once per supervisor at configuration time, in the starting thread.
+    Called once per supervisor and plugin, like
+    :func:`atasker_register_task_types`, in the thread that looks up.
 
     :param register: call it with a :class:`StatusStoreType`.
     """
 
 
 @hookspec
-def atasker_supervisor_started(supervisor: TaskSupervisor) -> None:
+def atasker_supervisor_started(supervisor: SupervisorAPI) -> None:
     """The supervisor has started (plugins loaded, ready for tasks).
 
     Called in the thread that started it; may block briefly.
@@ -106,12 +200,20 @@ def atasker_supervisor_started(supervisor: TaskSupervisor) -> None:
 
 
 @hookspec
-def atasker_supervisor_stopped(supervisor: TaskSupervisor) -> None:
-    """The supervisor has stopped; every task has ended or was cancelled.
+def atasker_supervisor_stopped(
+    supervisor: SupervisorAPI, wait: bool | float, cancel_tasks: bool, all_done: bool
+) -> None:
+    """The supervisor has stopped: executors are shut down, no task is accepted.
 
-    Called in the thread that called ``stop()``, after executors shut down.
+    Called in the thread that called ``stop()``, after executors shut down
+    and before ``stop()`` returns (and before :meth:`TaskSupervisor.block`
+    returns).  Plugins release what they own here (the aloops stop here).
+    An implementation may take any subset of the arguments.
 
     :param supervisor: the :class:`TaskSupervisor`.
+    :param wait: ``stop()``'s *wait*.
+    :param cancel_tasks: ``stop()``'s *cancel_tasks*.
+    :param all_done: every task ended before the wait ran out.
     """
 
 
@@ -123,6 +225,18 @@ def atasker_task_queued(task: Task) -> None:
     have started on another thread).  Must not block: it delays the caller.
 
     :param task: the task handle; read its fields, do not mutate them.
+    """
+
+
+@hookspec
+def atasker_task_waiting(task: Task) -> None:
+    """A task could not start at once: it waits in its queue for a slot.
+
+    Called in the thread that queued it (the submitter, or the timer thread
+    when a delay ends), after it joined the queue; not called for a task
+    that starts at once.  Must not block.
+
+    :param task: the task handle (status 0).
     """
 
 

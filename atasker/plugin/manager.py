@@ -30,11 +30,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import pluggy
 
-from atasker.errors import PluginConflictError, PluginLoadError
+from atasker.errors import PluginLoadError
 from atasker.plugin import hookspecs
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "PluginManager",
     "PluginRecord",
-    "Registry",
+    "env_flag",
     "make_plugin_manager",
 ]
 
@@ -58,6 +58,10 @@ BUILTIN_PLUGINS = (
     "atasker.builtin.policy",
     "atasker.builtin.memory_store",
     "atasker.builtin.sqlite_store",
+    "atasker.builtin.watchdog",
+    "atasker.builtin.trace",
+    "atasker.extras.workers",
+    "atasker.tools.liveview",
 )
 
 
@@ -65,7 +69,8 @@ def _env_list(name: str) -> list[str]:
     return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
 
 
-def _env_flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
+    """Whether environment variable *name* is set to something other than ``0``/``false``/``no``."""
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -164,6 +169,21 @@ class PluginManager(pluggy.PluginManager):
             except Exception as exc:
                 self._record_broken(modname, None, None, exc, "module")
 
+    def record_broken(self, name: str, exc: Exception, what: str) -> None:
+        """Mark plugin *name* broken: *what* of it (``"hook atasker_..."``) raised *exc*.
+
+        Its :class:`PluginLoadError` is logged and named in later lookup errors.
+        """
+        record = self.records.get(name)
+        self._record_broken(
+            name, record.distribution if record else None, record.version if record else None, exc, what
+        )
+
+    def describe(self, name: str) -> str:
+        """``'name' (distribution D V)`` for a registered plugin, for messages."""
+        record = self.records.get(name)
+        return record.describe() if record else repr(name)
+
     def _record_broken(self, name: str, dist: str | None, version: str | None, exc: Exception, what: str) -> None:
         where = f"{what} of distribution {dist} {version}" if dist else what
         error = PluginLoadError(f"atasker plugin {name!r} ({where}) failed to load: {type(exc).__name__}: {exc}")
@@ -197,7 +217,7 @@ def make_plugin_manager(
         ``ATASKER_DISABLE_PLUGIN_AUTOLOAD`` is set.
     """
     pm = PluginManager()
-    if _env_flag("ATASKER_DEBUG_PLUGINS"):
+    if env_flag("ATASKER_DEBUG_PLUGINS"):
         pm.trace.root.setwriter(logger.debug)
         pm.enable_tracing()
     for name in [*_env_list("ATASKER_BLOCK_PLUGINS"), *block]:
@@ -207,7 +227,7 @@ def make_plugin_manager(
             pm.register(importlib.import_module(modname), name=modname)
             pm.records[modname] = PluginRecord(modname, "atasker", _version())
     if autoload is None:
-        autoload = not _env_flag("ATASKER_DISABLE_PLUGIN_AUTOLOAD")
+        autoload = not env_flag("ATASKER_DISABLE_PLUGIN_AUTOLOAD")
     if autoload:
         pm.load_entry_points()
     pm.load_modules(_env_list("ATASKER_PLUGINS"))
@@ -223,81 +243,3 @@ def _version() -> str:
     from atasker import __version__
 
     return __version__
-
-
-T = TypeVar("T")
-
-
-class Registry(Generic[T]):
-    """Names -> records collected from one ``atasker_register_*`` hook.
-
-    Keeps which plugin registered what, so that a clash can name both.
-    """
-
-    def __init__(
-        self,
-        pm: PluginManager,
-        hook_name: str,
-        kind: str,
-        key: Callable[[T], str],
-        providers: dict[str, str] | None = None,
-        unknown_error: type[LookupError] = LookupError,
-    ) -> None:
-        self.kind = kind
-        self._pm = pm
-        self._providers = providers or {}
-        self._unknown_error = unknown_error
-        self.entries: dict[str, list[tuple[T, str]]] = {}
-        # We call each implementation ourselves (not hook(...)) to know which
-        # plugin registered what; pluggy's order (LIFO) is kept.
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
-
-            def register(record: T, _plugin: str = impl.plugin_name) -> None:
-                logger.debug("plugin %r registered %s %r", _plugin, kind, key(record))
-                self.entries.setdefault(key(record), []).append((record, _plugin))
-
-            try:
-                impl.function(*[{"register": register}[arg] for arg in impl.argnames])
-            except Exception as exc:
-                record = pm.records.get(impl.plugin_name)
-                pm._record_broken(
-                    impl.plugin_name,
-                    record.distribution if record else None,
-                    record.version if record else None,
-                    exc,
-                    f"hook {hook_name}",
-                )
-
-    def names(self) -> list[str]:
-        """Every registered name, sorted."""
-        return sorted(self.entries)
-
-    def providers_of(self, name: str) -> list[str]:
-        """Plugin names that registered *name*."""
-        return [plugin for _, plugin in self.entries.get(name, [])]
-
-    def get(self, name: str) -> T:
-        """The record for *name*; raises if unknown or claimed twice."""
-        candidates = self.entries.get(name)
-        if not candidates:
-            known = ", ".join(repr(n) for n in self.names()) or "none"
-            plural = self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"
-            raise self._unknown_error(f"unknown {self.kind} {name!r}; known {plural}: {known}" + self._pm.broken_note())
-        if len(candidates) == 1:
-            return candidates[0][0]
-        chosen = self._providers.get(name)
-        for record, plugin in candidates:
-            if plugin == chosen:
-                return record
-        names = " and ".join(self._describe(plugin) for _, plugin in candidates)
-        first = candidates[-1][1]
-        raise PluginConflictError(
-            f"{self.kind} {name!r} is provided by more than one plugin: {names}. "
-            f"Pick one with TaskSupervisor(providers={{{name!r}: {first!r}}}) or "
-            f"ATASKER_PROVIDERS={name}={first}, or block the other with "
-            f"TaskSupervisor(block_plugins=[...]) or ATASKER_BLOCK_PLUGINS."
-        )
-
-    def _describe(self, plugin: str) -> str:
-        record = self._pm.records.get(plugin)
-        return record.describe() if record else repr(plugin)

@@ -13,17 +13,20 @@ hot path).
 
 from __future__ import annotations
 
-import math
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, Task
+from atasker.core.pool import Pool
+from atasker.core.task import Task
 
 if TYPE_CHECKING:
-    from atasker.core.supervisor import TaskSupervisor
+    from atasker.core.task import SupervisorAPI
 
 __all__ = [
+    "BaseExecutor",
+    "CommandType",
     "Executor",
     "Pool",
     "QueuePolicy",
@@ -31,6 +34,7 @@ __all__ = [
     "StatusStore",
     "StatusStoreType",
     "TaskType",
+    "missing_members",
 ]
 
 
@@ -39,9 +43,11 @@ class Executor(Protocol):
     """Runs the tasks of one task type for one supervisor.
 
     The supervisor calls :meth:`start` once it has admitted a task (the pool
-    had room for its priority); the executor runs ``task.func(*task.args,
-    **task.kwargs)`` somewhere and reports the outcome with
+    had room for its priority); the executor runs the task somewhere --
+    :meth:`Task.run` in a thread of its own, or ``task.func(*task.args,
+    **task.kwargs)`` elsewhere -- and reports the outcome with
     :meth:`TaskSupervisor.task_done` exactly once, from any thread.
+    :class:`BaseExecutor` has a default for every method but :meth:`start`.
     """
 
     def validate(self, task: Task) -> None:
@@ -70,10 +76,14 @@ class QueuePolicy(Protocol):
     All methods are called with the supervisor's lock held, from whichever
     thread submits, finishes or resizes: they must be fast and never block.
 
-    A policy may set the class attribute ``fast_path = True`` to declare that
-    with nothing waiting it admits exactly what :meth:`Pool.may_start`
-    allows; the supervisor then admits such tasks without push/pop.
+    :attr:`fast_path` declares that with nothing waiting the policy admits
+    exactly what :meth:`Pool.may_start` allows; the supervisor then admits
+    such tasks without push/pop.
     """
+
+    #: ``True``: with nothing waiting, a task the pool has room for may start
+    #: without a push/pop round trip.  ``False`` is always safe.
+    fast_path: ClassVar[bool]
 
     def push(self, task: Task) -> None:
         """Add a task that is ready to start."""
@@ -137,7 +147,7 @@ class TaskType:
     """
 
     name: str
-    executor_factory: Callable[[TaskSupervisor, Pool], Executor]
+    executor_factory: Callable[[SupervisorAPI, Pool], Executor]
     pool_size: int | Callable[[], int] = 0
     reserve_normal: int = 5
     reserve_high: int = 5
@@ -164,114 +174,81 @@ class StatusStoreType:
     """
 
     scheme: str
-    factory: Callable[[str, TaskSupervisor], StatusStore]
+    factory: Callable[[str, SupervisorAPI], StatusStore]
     doc: str = ""
 
 
-class Pool:
-    """Limits and running counts of one task type in one supervisor.
+@dataclass(frozen=True)
+class CommandType:
+    """An ``atasker`` sub-command a plugin provides (``atasker NAME ...``).
 
-    ``pool_size`` slots serve every priority; NORMAL may also use
-    ``reserve_normal``; HIGH also ``reserve_high``; CRITICAL is limited only
-    by ``capacity`` (what the executor can physically run, ``None`` for a
-    pool that grows).  ``pool_size == 0`` means unlimited.
-
-    Sizes change through :meth:`configure` (the supervisor's ``set_pool``),
-    which recomputes the per-band limits once, so that :meth:`may_start` --
-    called for every task -- is a dict lookup and a comparison.
+    :param name: the sub-command.
+    :param help: one line for ``atasker --help``.
+    :param add_arguments: ``add_arguments(parser)`` adds its options to an
+        :class:`argparse.ArgumentParser`.
+    :param run: ``run(args) -> int``, the exit status.
     """
 
-    __slots__ = ("_capacity", "_limits", "_sizes", "running", "running_by_priority", "tt")
+    name: str
+    help: str
+    add_arguments: Callable[[Any], None]
+    run: Callable[[Any], int]
 
-    def __init__(
-        self,
-        tt: str,
-        pool_size: int = 0,
-        reserve_normal: int = 0,
-        reserve_high: int = 0,
-        capacity: int | None = None,
-    ) -> None:
-        self.tt = tt
-        self._sizes = (pool_size, reserve_normal, reserve_high)
-        self._capacity = capacity
-        self._limits: dict[int, float] = {}
-        #: Tasks of this type running now, in all and per priority.
-        self.running = 0
-        self.running_by_priority: dict[int, int] = {}
-        self._recompute()
 
-    @property
-    def pool_size(self) -> int:
-        """Slots for every priority (``0``: unlimited)."""
-        return self._sizes[0]
+#: The members every executor has (see :class:`Executor`).
+EXECUTOR_MEMBERS = ("validate", "start", "cancel", "capacity", "resize", "shutdown")
+#: The members every queue policy has (see :class:`QueuePolicy`).
+QUEUE_POLICY_MEMBERS = ("push", "remove", "pop_next", "waiting", "tasks", "__len__", "fast_path")
+#: The members every status store has (see :class:`StatusStore`).
+STATUS_STORE_MEMBERS = ("task_queued", "task_started", "task_finished", "get", "close")
 
-    @property
-    def reserve_normal(self) -> int:
-        """Extra slots for NORMAL and more urgent tasks."""
-        return self._sizes[1]
 
-    @property
-    def reserve_high(self) -> int:
-        """Extra slots for HIGH and more urgent tasks."""
-        return self._sizes[2]
+def missing_members(obj: object, members: tuple[str, ...]) -> list[str]:
+    """The names in *members* that *obj* (an object or a class) lacks or has
+    not callable (``fast_path`` only has to exist)."""
+    missing = []
+    for name in members:
+        value = inspect.getattr_static(obj, name, None)
+        if value is None or (name != "fast_path" and not callable(getattr(obj, name, None))):
+            missing.append(name)
+    return missing
 
-    @property
+
+class BaseExecutor:
+    """Defaults for an :class:`Executor`: subclass it and write :meth:`start`.
+
+    Nothing else is required to be safe: a thread of the executor's that
+    runs a task through :meth:`Task.run` is known to the supervisor (a
+    ``stop()`` called from that task does not wait for it), and a thread
+    that reports outcomes with :meth:`TaskSupervisor.task_done` is known
+    while it runs their callbacks (a waiting ``stop()`` there raises rather
+    than deadlocks).
+
+    :param supervisor: the supervisor whose tasks it runs.
+    :param pool: its task type's pool (sizes, running counts).
+    """
+
+    def __init__(self, supervisor: SupervisorAPI, pool: Pool) -> None:
+        self.supervisor = supervisor
+        self.pool = pool
+
+    def validate(self, task: Task) -> None:
+        """Accept every task (override to check options at submission)."""
+
+    def start(self, task: Task) -> None:
+        """Begin running *task*; must not block.  Subclasses implement it."""
+        raise NotImplementedError(f"{type(self).__name__}.start()")
+
+    def cancel(self, task: Task) -> bool:
+        """Running tasks cannot be stopped: ``False``."""
+        return False
+
     def capacity(self) -> int | None:
-        """What the executor can run at once (``None``: it grows)."""
-        return self._capacity
+        """``None``: the executor grows on demand (the pool's sizes limit it)."""
+        return None
 
-    def configure(
-        self,
-        pool_size: int | None = None,
-        reserve_normal: int | None = None,
-        reserve_high: int | None = None,
-        capacity: int | object | None = ...,
-    ) -> None:
-        """Change sizes (``None`` keeps a size; ``capacity=...`` keeps it)."""
-        size, normal, high = self._sizes
-        self._sizes = (
-            size if pool_size is None else pool_size,
-            normal if reserve_normal is None else reserve_normal,
-            high if reserve_high is None else reserve_high,
-        )
-        if capacity is not ...:
-            self._capacity = capacity  # type: ignore[assignment]
-        self._recompute()
+    def resize(self, pool: Pool) -> None:
+        """Nothing to do: the supervisor applies the new limits."""
 
-    def _recompute(self) -> None:
-        size, normal, high = self._sizes
-        cap = math.inf if self._capacity is None else self._capacity
-        unlimited = size == 0
-        self._limits = {
-            TASK_CRITICAL: cap,
-            TASK_HIGH: min(cap, math.inf if unlimited else size + normal + high),
-            TASK_NORMAL: min(cap, math.inf if unlimited else size + normal),
-            TASK_LOW: min(cap, math.inf if unlimited else size),
-        }
-
-    def limit(self, band: int) -> float:
-        """How many tasks may run in total when a task of *band* starts."""
-        return self._limits[band]
-
-    def may_start(self, band: int) -> bool:
-        """Whether a task of priority band *band* may start now."""
-        return self.running < self._limits[band]
-
-    def info(self) -> dict[str, Any]:
-        """Sizes and running counts, for :meth:`TaskSupervisor.get_info`."""
-        return {
-            "pool_size": self.pool_size,
-            "reserve_normal": self.reserve_normal,
-            "reserve_high": self.reserve_high,
-            "capacity": self.capacity,
-            "running": self.running,
-            "running_by_priority": {p: n for p, n in self.running_by_priority.items() if n},
-        }
-
-    def __repr__(self) -> str:
-        size, normal, high = self._sizes
-        return f"<Pool {self.tt} size={size}+{normal}+{high} capacity={self._capacity} running={self.running}>"
-
-
-# Re-exported for policies that want the bands by name.
-BANDS = (TASK_CRITICAL, TASK_HIGH, TASK_NORMAL, TASK_LOW)
+    def shutdown(self, wait: bool = True) -> None:
+        """Nothing to release."""

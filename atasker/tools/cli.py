@@ -1,4 +1,5 @@
-"""The ``atasker`` command: ``atasker plugins``, ``atasker demo``, ``atasker status``."""
+"""The ``atasker`` command: ``atasker plugins``, ``atasker demo``, and the
+sub-commands plugins register (``atasker status``, ``atasker plot``, ...)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import sys
 from typing import Any
 
-from atasker.builtin.sqlite_store.cli import add_arguments as add_status_arguments
 from atasker.core.supervisor import TaskSupervisor
 
 __all__ = ["describe_plugins", "main"]
@@ -22,7 +22,7 @@ def describe_plugins(supervisor: TaskSupervisor | None = None) -> dict[str, Any]
     for hook_name in sorted(name for name in dir(pm.hook) if name.startswith("atasker_")):
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             hooks_by_plugin.setdefault(impl.plugin_name, []).append(hook_name)
-    registries = {kind: sup._registry(kind) for kind in ("task type", "queue policy", "status store")}
+    registries = {kind: sup.registry(kind) for kind in ("task type", "queue policy", "status store")}
     provides: dict[str, dict[str, list[str]]] = {}
     for kind, registry in registries.items():
         for name in registry.names():
@@ -95,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         help="where CPU-bound tasks run: the process pool, or a local Dask cluster (needs atasker-dask)",
     )
     p_demo.add_argument("--out", default="atasker-demo", help="folder for trace.json and timeline.png")
-    p_plot = sub.add_parser("plot", help="draw a trace (start(trace=...), ATASKER_TRACE) as a PNG timeline")
-    p_plot.add_argument("trace", help="trace-event JSON file written by atasker")
-    p_plot.add_argument("-o", "--output", help="PNG file to write (default: the trace's name with .png)")
-    p_plot.add_argument("--title", help="figure title")
-    p_status = sub.add_parser("status", help="live counts and task history from an SQLite status store")
-    add_status_arguments(p_status)
+    commands = {}
+    for command, _plugin in TaskSupervisor(name="atasker-cli").registry("command").records():
+        if command.name in ("plugins", "demo") or command.name in commands:
+            continue
+        commands[command.name] = command
+        command.add_arguments(sub.add_parser(command.name, help=command.help))
     args = parser.parse_args(argv)
     if args.command == "plugins":
         info = describe_plugins()
@@ -114,12 +114,4 @@ def main(argv: list[str] | None = None) -> int:
         from atasker.tools.demo import run_demo
 
         return run_demo(quick=args.quick, engine=args.engine, out=args.out)
-    if args.command == "plot":
-        from atasker.builtin.trace.plot import run as run_plot
-
-        return run_plot(args.trace, args.output, args.title)
-    if args.command == "status":
-        from atasker.builtin.sqlite_store.cli import run as run_status
-
-        return run_status(args)
-    return 2
+    return commands[args.command].run(args)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atasker.builtin.trace import PRIORITY_NAMES
+from atasker.builtin.trace.recorder import PRIORITY_NAMES
 from atasker.core.supervisor import TaskSupervisor
 from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, Task
 

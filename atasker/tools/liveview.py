@@ -349,7 +349,7 @@ def _reserves_text(row: TaskTypeSnapshot) -> str:
 
 def _waiting_parts(row: TaskTypeSnapshot) -> list[tuple[str, int]]:
     """``(priority name, count)`` per waiting priority, most urgent first."""
-    from atasker.builtin.trace import priority_name
+    from atasker.builtin.trace.recorder import priority_name
 
     parts: dict[str, int] = {}
     for priority, count in row.waiting.items():
@@ -451,7 +451,7 @@ def render_rich(snap: Snapshot) -> Any:
 
 
 def _band_style(name: str) -> str:
-    from atasker.builtin.trace import PRIORITY_COLORS, PRIORITY_NAMES
+    from atasker.builtin.trace.recorder import PRIORITY_COLORS, PRIORITY_NAMES
 
     for band, band_name in PRIORITY_NAMES.items():
         if band_name == name:
@@ -475,3 +475,20 @@ def live(supervisor: TaskSupervisor | None = None, *, total: int | None = None, 
     if supervisor is None:
         from atasker import task_supervisor as supervisor
     return LiveView(supervisor, total=total, **options)
+
+
+class LiveViews:
+    """The supervisor's ``live()`` (extension ``"live"``)."""
+
+    def __init__(self, supervisor: TaskSupervisor) -> None:
+        self.supervisor = supervisor
+
+    def view(self, total: int | None = None, **options: Any) -> LiveView:
+        """A :class:`LiveView` of the supervisor; see :func:`live`."""
+        return LiveView(self.supervisor, total=total, **options)
+
+
+@hookimpl
+def atasker_configure(supervisor: TaskSupervisor) -> None:
+    """Add the ``"live"`` extension (``supervisor.live()``)."""
+    supervisor.add_extension("live", LiveViews(supervisor))

@@ -21,10 +21,11 @@ like every other task type; the executor in :mod:`atasker.builtin.coroutine`
 hands them to the loop's :class:`_Feeder`, which batches cross-thread starts
 into one loop wake-up.
 
-:class:`AloopAPI` is the supervisor's half: ``create_aloop``, ``get_aloop``,
+:class:`Aloops` (extension ``"aloops"``) is the supervisor's half: ``create_aloop``, ``get_aloop``,
 ``start_aloop``, ``stop_aloop``, ``set_default_aloop`` and
-``set_coroutine_pool``.  It keeps its state lazily in the supervisor's
-``__dict__`` so that :class:`~atasker.TaskSupervisor` needs no aloop code.
+``set_coroutine_pool``; the plugin adds it in ``atasker_configure`` and the
+supervisor's methods of those names delegate to it, so that
+:class:`~atasker.TaskSupervisor` needs no aloop code.
 
 uvloop is optional: ``create_aloop(name, uvloop=True)`` requires it,
 ``ATASKER_UVLOOP=1`` makes it the default for aloops created without the
@@ -39,20 +40,20 @@ import collections
 import concurrent.futures
 import inspect
 import logging
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from atasker._extension import SupervisorExtension
 from atasker.core.task import TASK_NORMAL, Task
 from atasker.errors import AtaskerError, SupervisorStoppedError
+from atasker.plugin.hookspecs import hookimpl
+from atasker.plugin.manager import env_flag
 
 if TYPE_CHECKING:
     from atasker.core.supervisor import TaskSupervisor
 
-__all__ = ["ALoop", "AloopStoppedError", "UnknownAloopError"]
+__all__ = ["ALoop", "AloopStoppedError", "Aloops", "UnknownAloopError"]
 
 logger = logging.getLogger("atasker")
 
@@ -75,10 +76,6 @@ class AloopStoppedError(AtaskerError, RuntimeError):
     """The aloop (or event loop) a coroutine task targets is not running."""
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
-
-
 def _pick_loop_factory(
     use_uvloop: bool | None, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
 ) -> tuple[Callable[[], asyncio.AbstractEventLoop], bool]:
@@ -89,7 +86,7 @@ def _pick_loop_factory(
         return loop_factory, False
     required = use_uvloop is True
     if use_uvloop is None:
-        use_uvloop = _env_flag("ATASKER_UVLOOP")
+        use_uvloop = env_flag("ATASKER_UVLOOP")
     if not use_uvloop:
         return asyncio.new_event_loop, False
     try:
@@ -114,7 +111,7 @@ class _Feeder:
     thread-safe without it too).
 
     Items are the executor's per-task run records; the feeder only calls
-    ``run.executor._start_in_loop(run)`` or ``run.executor._reject(run, exc)``.
+    ``run.executor.start_in_loop(run)`` or ``run.executor.reject(run, exc)``.
     """
 
     __slots__ = ("closed", "closing", "describe", "loop", "pending", "scheduled")
@@ -155,9 +152,9 @@ class _Feeder:
             except IndexError:
                 return
             if self.closing:
-                run.executor._reject(run, self.stopped_error())
+                run.executor.reject(run, self.stopped_error())
             else:
-                run.executor._start_in_loop(run)
+                run.executor.start_in_loop(run)
 
     def reject_pending(self) -> None:
         """Fail every queued task: the loop will not run them."""
@@ -167,7 +164,7 @@ class _Feeder:
                 run = pop()
             except IndexError:
                 return
-            run.executor._reject(run, self.stopped_error())
+            run.executor.reject(run, self.stopped_error())
 
     def stopped_error(self) -> AloopStoppedError:
         return AloopStoppedError(f"{self.describe} stopped before the task could start")
@@ -589,10 +586,17 @@ def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
     loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
-class _AloopState:
-    """The aloop registry of one supervisor."""
+class Aloops:
+    """The aloops of one supervisor (extension ``"aloops"``).
 
-    def __init__(self) -> None:
+    The supervisor's ``create_aloop``, ``get_aloop``, ``get_aloops``,
+    ``start_aloop``, ``stop_aloop``, ``set_default_aloop`` and
+    ``set_coroutine_pool`` call these methods; the coroutine executor
+    resolves a task's ``loop=`` with :meth:`feeder_for`.
+    """
+
+    def __init__(self, supervisor: TaskSupervisor) -> None:
+        self.supervisor = supervisor
         self.lock = threading.RLock()
         self.aloops: dict[str, ALoop] = {}
         self.default: ALoop | None = None
@@ -600,17 +604,6 @@ class _AloopState:
         # the feeder refers to its loop, which would keep every key alive.
         # Closed loops are pruned whenever a new loop is added instead.
         self.foreign: dict[asyncio.AbstractEventLoop, _Feeder] = {}
-
-
-class AloopAPI(SupervisorExtension):
-    """The supervisor's aloop methods (``create_aloop``, ``get_aloop``, ...)."""
-
-    def _aloop_state(self) -> _AloopState:
-        state = self.__dict__.get("_aloop_state_")
-        if state is None:
-            # dict.setdefault is atomic: two racing threads get one state.
-            state = self.__dict__.setdefault("_aloop_state_", _AloopState())
-        return state
 
     def create_aloop(
         self,
@@ -639,10 +632,10 @@ class AloopAPI(SupervisorExtension):
         :raises ValueError: an aloop of that name exists.
         :raises ImportError: ``uvloop=True`` and uvloop is not installed.
         """
-        sup = cast("TaskSupervisor", self)
-        sup._autostart()
+        sup = self.supervisor
+        sup.ensure_started()
         aloop = ALoop(name, sup, daemon=daemon, uvloop=uvloop, loop_factory=loop_factory)
-        state = self._aloop_state()
+        state = self
         with state.lock:
             self._check_running()
             if name in state.aloops:
@@ -660,12 +653,12 @@ class AloopAPI(SupervisorExtension):
     def _check_running(self) -> None:
         """Raise unless the supervisor is active and not stopping.
 
-        Called under the aloop lock, which ``_on_stop`` takes to forget the
-        aloops: an aloop registered after this check is always stopped with
-        the supervisor, never left running.
+        Called under the aloop lock, which :meth:`stop_all` takes to forget
+        the aloops: an aloop registered after this check is always stopped
+        with the supervisor, never left running.
         """
-        sup = cast("TaskSupervisor", self)
-        if sup._stopping or not sup._active:
+        sup = self.supervisor
+        if not sup.is_active():
             raise SupervisorStoppedError(f"task supervisor {sup.name!r} is stopping or stopped; no new aloops")
 
     def get_aloop(self, name: str | None = None) -> ALoop | None:
@@ -673,18 +666,18 @@ class AloopAPI(SupervisorExtension):
 
         :param name: aloop name; ``None`` for the default aloop.
         """
-        state = self._aloop_state()
+        state = self
         with state.lock:
             return state.default if name is None else state.aloops.get(name)
 
     def get_aloops(self) -> dict[str, ALoop]:
         """Every aloop of this supervisor, by name (a copy)."""
-        state = self._aloop_state()
+        state = self
         with state.lock:
             return dict(state.aloops)
 
     def _named_aloop(self, name: str) -> ALoop:
-        state = self._aloop_state()
+        state = self
         with state.lock:
             aloop = state.aloops.get(name)
             if aloop is None:
@@ -716,7 +709,7 @@ class AloopAPI(SupervisorExtension):
 
         :raises UnknownAloopError: a name no aloop has.
         """
-        state = self._aloop_state()
+        state = self
         with state.lock:
             if isinstance(aloop, str):
                 aloop = self._named_aloop(aloop)
@@ -735,17 +728,17 @@ class AloopAPI(SupervisorExtension):
         Limits how many coroutine tasks run at once across all loops, with the
         same reserve rules as threads; a change applies at once.
         """
-        cast("TaskSupervisor", self).set_pool(TT_COROUTINE, pool_size, reserve_normal, reserve_high)
+        self.supervisor.set_pool(TT_COROUTINE, pool_size, reserve_normal, reserve_high)
 
     # ------------------------------------------------- for the executor
 
-    def _coroutine_feeder(self, loop: Any) -> _Feeder:
+    def feeder_for(self, loop: Any) -> _Feeder:
         """Resolve a coroutine task's ``loop=`` option to a running loop's feeder.
 
         ``None`` -- the default aloop, created (as ``"default"``) if there is
         none; an :class:`ALoop` or its name; or a running asyncio loop.
         """
-        state = self._aloop_state()
+        state = self
         if loop is None:
             aloop = state.default
             if aloop is None:
@@ -767,9 +760,9 @@ class AloopAPI(SupervisorExtension):
             )
         return feeder
 
-    def _auto_default_aloop(self, state: _AloopState) -> ALoop:
+    def _auto_default_aloop(self, state: Aloops) -> ALoop:
         """Create the default aloop for a coroutine task that names no loop."""
-        sup = cast("TaskSupervisor", self)
+        sup = self.supervisor
         with state.lock:
             if state.default is not None:
                 return state.default
@@ -786,14 +779,14 @@ class AloopAPI(SupervisorExtension):
             return aloop
 
     def _foreign_feeder(self, loop: asyncio.AbstractEventLoop) -> _Feeder:
-        state = self._aloop_state()
+        state = self
         feeder = state.foreign.get(loop)  # lock-free fast path (dict.get is atomic)
         if feeder is not None and loop.is_running():
             return feeder
         with state.lock:
             for aloop in state.aloops.values():
                 if aloop._loop is loop and aloop._feeder is not None:
-                    return self._coroutine_feeder(aloop)
+                    return self.feeder_for(aloop)
             if loop.is_closed() or not loop.is_running():
                 raise AloopStoppedError(f"loop= needs a running asyncio loop; {loop!r} is not running")
             feeder = state.foreign.get(loop)
@@ -805,7 +798,7 @@ class AloopAPI(SupervisorExtension):
 
     # ------------------------------------------------------------ lifecycle
 
-    def _on_stop(self, wait: bool | float, cancel_tasks: bool, all_done: bool) -> None:
+    def stop_all(self, wait: bool | float, cancel_tasks: bool, all_done: bool) -> None:
         """Stop every aloop with the supervisor, and forget them.
 
         ``wait=True``: wait for the aloops' remaining tasks (``cancel_tasks``
@@ -815,8 +808,7 @@ class AloopAPI(SupervisorExtension):
         the aloops get up to that many seconds, together.  ``False``: the
         aloops finish in the background.
         """
-        super()._on_stop(wait, cancel_tasks, all_done)
-        state = self._aloop_state()
+        state = self
         with state.lock:
             aloops = list(state.aloops.values())
             state.aloops.clear()
@@ -835,11 +827,22 @@ class AloopAPI(SupervisorExtension):
         # on foreign loops too; then give them all one grace period.
         for aloop in requested:
             aloop._expire(wait)
-        sup = cast("TaskSupervisor", self)
-        slot = sup._slots.get(TT_COROUTINE)
-        with sup._lock:
-            running = list(slot.running) if slot is not None else []
+        running = [t for t in self.supervisor.get_tasks(TT_COROUTINE) if t.time_started is not None]
         for task in running:
             task.cancel()
         for aloop in requested:
             aloop._join_after_cancel()
+
+
+@hookimpl
+def atasker_configure(supervisor: TaskSupervisor) -> None:
+    """Add the ``"aloops"`` extension."""
+    supervisor.add_extension("aloops", Aloops(supervisor))
+
+
+@hookimpl
+def atasker_supervisor_stopped(
+    supervisor: TaskSupervisor, wait: bool | float, cancel_tasks: bool, all_done: bool
+) -> None:
+    """Stop every aloop with the supervisor, and forget them."""
+    supervisor.extension("aloops").stop_all(wait, cancel_tasks, all_done)

@@ -27,16 +27,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Callable
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from atasker.builtin.coroutine.aloop import TT_COROUTINE
+from atasker.core.pool import Pool
 from atasker.core.task import Task
 from atasker.plugin.hookspecs import hookimpl
-from atasker.plugin.protocols import Pool, TaskType
+from atasker.plugin.protocols import BaseExecutor, TaskType
 
 if TYPE_CHECKING:
-    from atasker.builtin.coroutine.aloop import _Feeder
+    from atasker.builtin.coroutine.aloop import Aloops, _Feeder
     from atasker.core.supervisor import TaskSupervisor
 
 __all__ = ["TT_COROUTINE", "CoroutineExecutor"]
@@ -86,21 +88,21 @@ class _Run:
             if self.timed_out:
                 task = self.task
                 assert task is not None
-                self.executor._finish(
+                self.executor.finish(
                     self,
                     exception=TimeoutError(f"coroutine task {task.id} ({task.name}) timed out after {task.timeout} s"),
                 )
             else:
-                self.executor._finish(self, cancelled=True)
+                self.executor.finish(self, cancelled=True)
             return
         exc = atask.exception()
         if exc is not None:
-            self.executor._finish(self, exception=exc)
+            self.executor.finish(self, exception=exc)
         else:
-            self.executor._finish(self, result=atask.result())
+            self.executor.finish(self, result=atask.result())
 
 
-class CoroutineExecutor:
+class CoroutineExecutor(BaseExecutor):
     """Runs coroutine tasks on the event loop each task names (``loop=``).
 
     Never blocks: starting a task from another thread queues it on the
@@ -108,7 +110,8 @@ class CoroutineExecutor:
     """
 
     def __init__(self, supervisor: TaskSupervisor, pool: Pool) -> None:
-        self._supervisor = supervisor
+        super().__init__(supervisor, pool)
+        self._aloops: Aloops = supervisor.extension("aloops", "coroutine tasks")
         self._task_done = supervisor.task_done
 
     def validate(self, task: Task) -> None:
@@ -118,7 +121,7 @@ class CoroutineExecutor:
         :raises AloopStoppedError: the aloop or loop is not running.
         :raises TypeError: ``loop=`` is neither an aloop, a name nor a loop.
         """
-        feeder = self._supervisor._coroutine_feeder(task.options.get("loop"))
+        feeder = self._aloops.feeder_for(task.options.get("loop"))
         task.executor_data = _Run(self, task, feeder)
 
     def start(self, task: Task) -> None:
@@ -126,16 +129,16 @@ class CoroutineExecutor:
         run: _Run = task.executor_data
         feeder = run.feeder
         if _get_running_loop() is feeder.loop and not feeder.closing:
-            self._start_in_loop(run)
+            self.start_in_loop(run)
         else:
             feeder.push(run)
 
-    def _start_in_loop(self, run: _Run) -> None:
+    def start_in_loop(self, run: _Run) -> None:
         """Loop thread: call the task function and schedule its coroutine."""
         task = run.task
         assert task is not None
         if run.cancel_requested:
-            self._finish(run, cancelled=True)
+            self.finish(run, cancelled=True)
             return
         loop = run.feeder.loop
         try:
@@ -150,18 +153,18 @@ class CoroutineExecutor:
                     "use an async def function, or tt='thread' for a plain function"
                 )
         except BaseException as exc:
-            self._finish(run, exception=exc)
+            self.finish(run, exception=exc)
             return
         run.atask = atask
         if task.timeout is not None:
             run.timer = loop.call_later(task.timeout, run.time_out)
         atask.add_done_callback(run.done)
 
-    def _reject(self, run: _Run, exc: BaseException) -> None:
+    def reject(self, run: _Run, exc: BaseException) -> None:
         """The loop will not run this task (it stopped first)."""
-        self._finish(run, exception=exc)
+        self.finish(run, exception=exc)
 
-    def _finish(
+    def finish(
         self, run: _Run, result: Any = None, exception: BaseException | None = None, cancelled: bool = False
     ) -> None:
         task = run.task
@@ -206,7 +209,7 @@ class CoroutineExecutor:
 
 
 @hookimpl
-def atasker_register_task_types(register):
+def atasker_register_task_types(register: Callable[[TaskType], None]) -> None:
     """Register the built-in ``"coroutine"`` task type (unlimited pool by default)."""
     register(
         TaskType(

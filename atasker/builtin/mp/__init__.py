@@ -15,10 +15,19 @@ from __future__ import annotations
 from atasker.builtin.mp.executor import (
     TT_MP,
     MPExecutor,
+    atasker_configure,
     atasker_register_task_types,
     check_options,
     cpu_count,
     default_start_method,
 )
 
-__all__ = ["TT_MP", "MPExecutor", "atasker_register_task_types", "check_options", "cpu_count", "default_start_method"]
+__all__ = [
+    "TT_MP",
+    "MPExecutor",
+    "atasker_configure",
+    "atasker_register_task_types",
+    "check_options",
+    "cpu_count",
+    "default_start_method",
+]

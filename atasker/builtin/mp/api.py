@@ -3,8 +3,8 @@
 The task type itself (``TT_MP``, the worker processes) is the built-in plugin
 :mod:`atasker.builtin.mp`; this module holds what users call:
 
-* :meth:`ProcessAPI.create_mp_pool` / :meth:`ProcessAPI.set_mp_pool` --
-  methods of :class:`~atasker.TaskSupervisor`;
+* :meth:`ProcessPoolControl.create_mp_pool` / :meth:`ProcessPoolControl.set_mp_pool`
+  -- the extension ``"mp"`` behind the supervisor's methods of those names;
 * :func:`co_mp_apply` -- await a process task from a coroutine;
 * the errors a process task can end with besides its own exception:
   :class:`~atasker.WorkerDiedError` (its subclass :class:`ProcessDiedError`),
@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from atasker._extension import SupervisorExtension
+from atasker.builtin.mp.options import check_options
+from atasker.core.task import TaskSpec
 from atasker.errors import AtaskerError, WorkerDiedError
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ProcessDiedError",
+    "ProcessPoolControl",
     "RemoteTraceback",
     "TaskPicklingError",
     "co_mp_apply",
@@ -86,8 +89,18 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb.rstrip()}\n"""'
 
 
-class ProcessAPI(SupervisorExtension):
-    """The supervisor's process-pool methods (mixed into :class:`~atasker.TaskSupervisor`)."""
+class ProcessPoolControl:
+    """The process pool's options for one supervisor (extension ``"mp"``).
+
+    :attr:`options` are what :meth:`create_mp_pool` set besides the sizes;
+    the executor reads them when it is created.
+    """
+
+    def __init__(self, supervisor: TaskSupervisor) -> None:
+        self.supervisor = supervisor
+        self._lock = threading.Lock()
+        #: ``create_mp_pool`` options other than the sizes (merged).
+        self.options: dict[str, Any] = {}
 
     def create_mp_pool(self, **kwargs: Any) -> None:
         """Configure the process pool of ``TT_MP`` tasks.
@@ -128,17 +141,13 @@ class ProcessAPI(SupervisorExtension):
                 raise TypeError(f"create_mp_pool() got an unexpected keyword {key!r}; known: {known}")
             options[key] = value
         sizes = {key: options.pop(key) for key in _SIZE_OPTIONS if key in options}
-        from atasker.builtin.mp import check_options
-
         check_options(options)
-        sup: TaskSupervisor = self  # type: ignore[assignment]
-        with sup._config_lock:
-            merged = {**(getattr(self, "_mp_options", None) or {}), **options}
-            self._mp_options = merged
-            if sizes:
-                sup.set_pool(TT_MP, **sizes)
-            active = sup.is_active()
-        if active:
+        sup = self.supervisor
+        with self._lock:
+            self.options = merged = {**self.options, **options}
+        if sizes:
+            sup.set_pool(TT_MP, **sizes)
+        if sup.is_active():
             executor = sup.executor(TT_MP)
             executor.configure(merged)  # type: ignore[attr-defined]
             executor.prestart()  # type: ignore[attr-defined]
@@ -156,7 +165,7 @@ class ProcessAPI(SupervisorExtension):
         it retires idle workers now and busy ones when their task ends.
         ``pool_size=0`` means one worker per CPU, usable by any priority.
         """
-        self.set_pool(TT_MP, pool_size, reserve_normal, reserve_high)  # type: ignore[attr-defined]
+        self.supervisor.set_pool(TT_MP, pool_size, reserve_normal, reserve_high)
 
 
 async def co_mp_apply(
@@ -191,8 +200,6 @@ async def co_mp_apply(
     if supervisor is None:
         from atasker import task_supervisor as supervisor
     assert supervisor is not None
-    submit_kwargs: dict[str, Any] = {"tt": tt, "delay": delay}
-    if priority is not None:
-        submit_kwargs["priority"] = priority
-    task = supervisor.submit(f, tuple(args), dict(kwargs) if kwargs else {}, **submit_kwargs)
+    spec = TaskSpec(tt=tt, delay=delay) if priority is None else TaskSpec(tt=tt, delay=delay, priority=priority)
+    task = supervisor.submit(f, tuple(args), dict(kwargs) if kwargs else {}, spec=spec)
     return await asyncio.wrap_future(task)

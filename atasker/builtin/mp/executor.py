@@ -37,23 +37,23 @@
 
 from __future__ import annotations
 
-import atexit
-import multiprocessing
-import multiprocessing.util
 import os
 import pickle
 import threading
 import types
 import weakref
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from atasker.builtin.mp.api import TaskPicklingError
+from atasker.builtin.mp.api import ProcessPoolControl, TaskPicklingError
 from atasker.builtin.mp.manager import WorkerManager
+from atasker.builtin.mp.options import check_options, default_start_method, start_context
 from atasker.builtin.mp.worker import PLAIN_TYPES, PROTOCOL, describe, dumps
+from atasker.core import lifecycle
+from atasker.core.pool import Pool
 from atasker.core.task import Task
 from atasker.plugin.hookspecs import hookimpl
-from atasker.plugin.protocols import Pool, TaskType
+from atasker.plugin.protocols import TaskType
 
 if TYPE_CHECKING:
     from atasker.core.supervisor import TaskSupervisor
@@ -80,45 +80,6 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def default_start_method() -> str:
-    """``ATASKER_MP_START_METHOD``, else ``forkserver`` where available, else ``spawn``.
-
-    Both are safe in a process with threads (the supervisor has some);
-    ``fork`` is not, and is used only when asked for.
-    """
-    env = os.environ.get("ATASKER_MP_START_METHOD", "").strip()
-    if env:
-        return env
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def _context(start_method: Any) -> Any:
-    if start_method is None:
-        start_method = default_start_method()
-    if isinstance(start_method, str):
-        methods = multiprocessing.get_all_start_methods()
-        if start_method not in methods:
-            raise ValueError(f"unknown start method {start_method!r}; this platform has {', '.join(methods)}")
-        return multiprocessing.get_context(start_method)
-    if hasattr(start_method, "Process") and hasattr(start_method, "get_start_method"):
-        return start_method
-    raise ValueError(f"start_method must be a start method name or a multiprocessing context, got {start_method!r}")
-
-
-def check_options(options: Mapping[str, Any]) -> None:
-    """Validate ``create_mp_pool`` options other than the sizes; raise on bad ones."""
-    _context(options.get("start_method"))
-    initializer = options.get("initializer")
-    if initializer is not None and not callable(initializer):
-        raise TypeError(f"initializer must be callable, got {initializer!r}")
-    max_tasks = options.get("max_tasks_per_child")
-    if max_tasks is not None and (type(max_tasks) is not int or max_tasks <= 0):
-        raise ValueError(f"max_tasks_per_child must be an int > 0 or None, got {max_tasks!r}")
-    idle = options.get("idle_timeout")
-    if idle is not None and (isinstance(idle, bool) or not isinstance(idle, (int, float)) or idle <= 0):
-        raise ValueError(f"idle_timeout must be a number of seconds > 0 or None, got {idle!r}")
-
-
 class MPExecutor(WorkerManager):
     """Runs process tasks for one supervisor on worker processes it manages.
 
@@ -137,7 +98,8 @@ class MPExecutor(WorkerManager):
         self._forked = False
         self._refresh_sizes()
         self._init_manager(supervisor)
-        self.configure(getattr(supervisor, "_mp_options", None) or {})
+        control: ProcessPoolControl = supervisor.extension("mp", "process tasks")
+        self.configure(control.options)
         _executors.add(self)
 
     # ------------------------------------------------------------ configuration
@@ -145,7 +107,7 @@ class MPExecutor(WorkerManager):
     def configure(self, options: Mapping[str, Any]) -> None:
         """Apply ``create_mp_pool`` options; workers started with others are replaced."""
         check_options(options)
-        ctx = _context(options.get("start_method"))
+        ctx = start_context(options.get("start_method"))
         initializer = options.get("initializer")
         init = None
         if initializer is not None:
@@ -352,8 +314,7 @@ def _disown_in_child() -> None:
         executor._forked = True
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_disown_in_child)
+lifecycle.after_fork_in_child(_disown_in_child)
 
 
 def _kill_leftovers() -> None:
@@ -361,16 +322,17 @@ def _kill_leftovers() -> None:
 
     Workers are not daemonic (a task may start processes of its own), so
     ``multiprocessing`` joins them at exit: a task stuck forever would make
-    the interpreter hang.  Registered after ``multiprocessing.util``'s exit
-    function, so it runs before it.  (An orderly ``stop()`` -- also the one
-    the supervisor does at exit -- leaves nothing for this to do.)
+    the interpreter hang.  Runs after the supervisors stopped at exit, before
+    ``multiprocessing``'s own exit function joins workers.  (An orderly
+    ``stop()`` -- also the one the supervisor does at exit -- leaves nothing
+    for this to do.)
     """
     for executor in list(_executors):
         if not executor._forked:
             executor.kill_workers()
 
 
-atexit.register(_kill_leftovers)
+lifecycle.at_exit(_kill_leftovers)
 
 
 def _pickling_error(task: Task, exc: Exception) -> TaskPicklingError:
@@ -401,7 +363,14 @@ def _pickling_error(task: Task, exc: Exception) -> TaskPicklingError:
 
 
 @hookimpl
-def atasker_register_task_types(register):
+def atasker_configure(supervisor: TaskSupervisor) -> None:
+    """Add the ``"mp"`` extension (``create_mp_pool``, ``set_mp_pool``)."""
+    supervisor.add_extension("mp", ProcessPoolControl(supervisor))
+
+
+@hookimpl
+def atasker_register_task_types(register: Callable[[TaskType], None]) -> None:
+    """Register task type ``"mp"``: one worker per CPU, reserves 2 and 2."""
     register(
         TaskType(
             TT_MP,

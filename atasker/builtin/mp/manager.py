@@ -15,12 +15,13 @@
 :class:`~atasker.builtin.mp.MPExecutor` adds the executor protocol on top.
 Every worker has its own two pipes and runs one task at a time, so a worker
 that dies takes only its own task with it.  The thread sleeps in ``epoll``
-(``poll`` elsewhere), so a reply, a death or a deadline is handled at once.
+(``poll`` elsewhere), so a reply or a death is handled at once; timeouts,
+idle retirement and kill graces are deadlines on the supervisor's timer.
 
-Locks: ``_lock`` guards the worker sets, the pending deque and the deadline
-heap; it is never held while the supervisor or user code runs, nor while
-sending.  ``Worker.send_lock`` is held while sending to a worker and while
-the manager closes its pipes, so that a descriptor is never closed (and its
+Locks: ``_lock`` guards the worker sets and the pending deque; it is never
+held while the supervisor or user code runs, nor while sending.
+``Worker.send_lock`` is held while sending to a worker and while the
+manager closes its pipes, so that a descriptor is never closed (and its
 number reused) under a sender.  Order: ``send_lock`` before ``_lock``.
 """
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import heapq
 import itertools
 import logging
 import os
@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 from atasker.builtin.mp import worker as mp_worker
 from atasker.builtin.mp.api import ProcessDiedError, RemoteTraceback, TaskPicklingError
 from atasker.builtin.mp.worker import ERROR, EXIT, FAILED, INIT_FAILED, OK, READY, send_msg, worker_main
-from atasker.core.task import pool_thread
 
 if TYPE_CHECKING:
     from atasker.core.supervisor import TaskSupervisor
@@ -222,10 +221,10 @@ class WorkerManager:
         self._pending: collections.deque[Task] = collections.deque()
         self._spawn_requests = 0
         self._retiring = 0
-        self._deadlines: list[tuple[float, int, str, Worker, Any]] = []
-        self._seq = itertools.count()
+        # Timeouts, idle retirement and kill graces run on the supervisor's
+        # timer; the manager thread only waits for replies and deaths.
+        self._timer = supervisor.timer
         self._numbers = itertools.count(1)
-        self._wake_at: float | None = None
         self._closing = False
         self._generation = 0
         self._stats: collections.Counter[str] = collections.Counter()
@@ -274,9 +273,18 @@ class WorkerManager:
                 os.write(self._wake_w, b"\0")
 
     def _push_deadline(self, when: float, kind: str, w: Worker, token: Any) -> bool:
-        """Add a deadline (``_lock`` held); ``True`` if the manager must wake to see it."""
-        heapq.heappush(self._deadlines, (when, next(self._seq), kind, w, token))
-        return self._wake_at is None or when < self._wake_at
+        """Schedule a deadline on the supervisor's timer (``_lock`` held).
+
+        Returns ``False``: the timer thread handles it, the manager need not
+        wake.  Once the supervisor stopped there is no timer: a kill happens
+        at once, other deadlines lapse (``kill_workers`` at exit remains).
+        """
+        try:
+            self._timer.call_at(when, self._deadline_due, kind, w, token)
+        except RuntimeError:
+            if kind == "kill":
+                self._kill(w)
+        return False
 
     def _arm_timeout(self, w: Worker, task: Task) -> bool:
         assert task.timeout is not None
@@ -352,13 +360,11 @@ class WorkerManager:
 
     def _run(self) -> None:
         # Process tasks' callbacks run here, and every outcome passes through.
-        pool_thread.supervisor = self._supervisor
-        pool_thread.reports_others = True
         try:
             while self._loop_once():
                 pass
         except BaseException as exc:  # a bug here must not leave tasks hanging silently
-            self._supervisor._internal_error(exc, "process pool manager thread")
+            self._supervisor.report_internal_error(exc, "process pool manager thread")
             self._fail_all(exc)
         finally:
             with self._wake_lock:
@@ -371,8 +377,7 @@ class WorkerManager:
         with self._lock:
             if self._closing and not self._workers and not self._pending:
                 return False
-            self._wake_at = wake_at = self._deadlines[0][0] if self._deadlines else None
-        events = self._poller.poll(None if wake_at is None else max(0.0, wake_at - time.monotonic()))
+        events = self._poller.poll(None)
         dead = []
         fds = self._fds
         for fd, _ in events:
@@ -394,8 +399,6 @@ class WorkerManager:
             self._on_death(w)
         if self._pending or self._spawn_requests:
             self._service()
-        if self._deadlines:
-            self._expire()
         return True
 
     def _read(self, w: Worker) -> bool:
@@ -654,33 +657,30 @@ class WorkerManager:
             self._stats["spawned"] += 1
         return w
 
-    def _expire(self) -> None:
-        now = time.monotonic()
+    def _deadline_due(self, kind: str, w: Worker, token: Any) -> None:
+        """Timer thread: a timeout, an idle check or a kill grace is due."""
         retire = []
         with self._lock:
-            heap = self._deadlines
-            while heap and heap[0][0] <= now:
-                _, _, kind, w, token = heapq.heappop(heap)
-                if w.dead:
-                    continue
-                if kind == "timeout":
-                    if w.task is token and w.fate is None:
-                        w.fate = "timeout"
-                        self._kill(w)
-                elif kind == "kill":
+            if w.dead:
+                return
+            if kind == "timeout":
+                if w.task is token and w.fate is None:
+                    w.fate = "timeout"
                     self._kill(w)
-                elif kind == "idle":
-                    w.idle_armed = False
-                    if w not in self._idle or len(self._workers) - self._retiring <= self._target:
-                        continue  # busy (re-armed when idle again), or needed
-                    if now - w.idle_since < self._idle_timeout:
-                        self._arm_idle(w)  # it worked meanwhile
-                    else:
-                        self._idle.remove(w)
-                        w.retiring = True
-                        self._retiring += 1
-                        self._changed.notify_all()
-                        retire.append(w)
+            elif kind == "kill":
+                self._kill(w)
+            elif kind == "idle":
+                w.idle_armed = False
+                if w not in self._idle or len(self._workers) - self._retiring <= self._target:
+                    return  # busy (re-armed when idle again), or needed
+                if time.monotonic() - w.idle_since < self._idle_timeout:
+                    self._arm_idle(w)  # it worked meanwhile
+                else:
+                    self._idle.remove(w)
+                    w.retiring = True
+                    self._retiring += 1
+                    self._changed.notify_all()
+                    retire.append(w)
         self._retire(retire)
 
     def _fail_all(self, exc: BaseException) -> None:

@@ -10,6 +10,11 @@ Blocking this plugin removes all of it.
 
 from __future__ import annotations
 
-from atasker.builtin.sqlite_store.store import SQLiteStore, atasker_register_status_stores, parse_url
+from atasker.builtin.sqlite_store.store import (
+    SQLiteStore,
+    atasker_register_commands,
+    atasker_register_status_stores,
+    parse_url,
+)
 
-__all__ = ["SQLiteStore", "atasker_register_status_stores", "parse_url"]
+__all__ = ["SQLiteStore", "atasker_register_commands", "atasker_register_status_stores", "parse_url"]

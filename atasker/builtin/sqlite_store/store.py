@@ -38,7 +38,6 @@ Rules (documented in ``docs/stores.rst``):
 
 from __future__ import annotations
 
-import atexit
 import collections
 import itertools
 import logging
@@ -52,8 +51,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from atasker.builtin.sqlite_store.db import StatusStoreError, begin_run, is_transient, open_db, parse_duration, prune
+from atasker.core import lifecycle
 from atasker.plugin.hookspecs import hookimpl
-from atasker.plugin.protocols import StatusStoreType
+from atasker.plugin.protocols import CommandType, StatusStoreType
 
 if TYPE_CHECKING:
     from atasker.core.task import Task
@@ -233,7 +233,7 @@ class SQLiteStore:
         self._thread.start()
         # A store whose supervisor never finished stopping is closed at exit
         # (daemon writer: it must not keep the interpreter alive).
-        atexit.register(self._close_at_exit)
+        lifecycle.at_exit(self._close_at_exit)
 
     @classmethod
     def from_url(cls, url: str, supervisor: Any = None) -> SQLiteStore:
@@ -329,7 +329,7 @@ class SQLiteStore:
             if self._closed:
                 return
             self._closed = True
-        atexit.unregister(self._close_at_exit)
+        lifecycle.cancel_at_exit(self._close_at_exit)
         self._close_deadline = time.monotonic() + timeout
         self._closing = True
         self._urgent.set()
@@ -593,10 +593,21 @@ class SQLiteStore:
 
 @hookimpl
 def atasker_register_status_stores(register: Callable[[StatusStoreType], None]) -> None:
+    """Register status store ``sqlite://``."""
     register(
         StatusStoreType(
             "sqlite",
             SQLiteStore.from_url,
             doc="task history in an SQLite file: sqlite:///path/tasks.db?keep=7d (see atasker status)",
         )
+    )
+
+
+@hookimpl
+def atasker_register_commands(register: Callable[[CommandType], None]) -> None:
+    """Register ``atasker status``."""
+    from atasker.builtin.sqlite_store import cli
+
+    register(
+        CommandType("status", "live counts and task history from an SQLite status store", cli.add_arguments, cli.run)
     )

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atasker.builtin.trace import PRIORITY_COLORS, PRIORITY_NAMES
+from atasker.builtin.trace.recorder import PRIORITY_COLORS, PRIORITY_NAMES
 from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
 from atasker.errors import AtaskerError
 

@@ -138,7 +138,7 @@ def atasker_register_task_types(register: Callable[[TaskType], None]) -> None:
     """Register task type ``"dask"``.
 
     The pool sizes are placeholders until the connection is up: then they
-    follow the cluster (see :func:`atasker_dask.executor.auto_sizes`).
+    follow the cluster (see :func:`atasker_dask.sizing.auto_sizes`).
     """
     register(
         TaskType(

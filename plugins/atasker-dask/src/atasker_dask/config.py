@@ -169,7 +169,7 @@ def configure(
         retry_interval=float(retry_interval),
         submit_interval=None if submit_interval is None else float(submit_interval),
     )
-    from .executor import executor_of
+    from .registry import executor_of
 
     executor = executor_of(supervisor)
     if executor is not None and executor.in_use():

@@ -6,15 +6,36 @@ stays cheap for supervisors that never run a dask task.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 from atasker import AtaskerError, WorkerDiedError
 
+try:  # the process-task errors, shared so that mp and dask tasks fail alike
+    from atasker import RemoteTraceback, TaskPicklingError
+except ImportError:  # pragma: no cover - an atasker without process tasks
+
+    class RemoteTraceback(Exception):  # type: ignore[no-redef]
+        """The formatted traceback of an exception raised on a worker."""
+
+        def __init__(self, tb: str) -> None:
+            super().__init__(tb)
+            self.tb = tb
+
+        def __str__(self) -> str:
+            return f'\n"""\n{self.tb.rstrip()}\n"""'
+
+    class TaskPicklingError(pickle.PicklingError, TypeError):  # type: ignore[no-redef]
+        """A task's function, arguments or result could not be serialized."""
+
+
 __all__ = [
     "DaskTaskTimeoutError",
     "DaskWorkerDiedError",
+    "RemoteTraceback",
     "SchedulerLostError",
     "SchedulerUnavailableError",
+    "TaskPicklingError",
 ]
 
 

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from atasker import Pool, Task, TaskSupervisor, TaskType, hookimpl, pool_thread
+from atasker import Pool, Task, TaskSupervisor, TaskType, hookimpl
 
 __all__ = ["TT_SUBPROCESS", "Command", "CommandTimeoutError", "SubprocessExecutor"]
 
@@ -82,7 +82,7 @@ class SubprocessExecutor:
 
     def validate(self, task: Task) -> None:
         if task.timeout is not None and not task.timeout > 0:
-            raise ValueError(f"timeout must be a number of seconds > 0, got {task.timeout!r}")
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {task.timeout!r}")
 
     def capacity(self) -> int | None:
         return None
@@ -97,10 +97,10 @@ class SubprocessExecutor:
         thread.start()
 
     def _run(self, task: Task) -> None:
-        pool_thread.supervisor = self._supervisor  # stop() from this task's callback: not waited for
         try:
             try:
-                command = _as_command(task.func(*task.args, **task.kwargs))
+                # task.run(): a stop() from this task's callback does not wait for it.
+                command = _as_command(task.run())
                 proc = subprocess.Popen(
                     command.args,
                     cwd=command.cwd,

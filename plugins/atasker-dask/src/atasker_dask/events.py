@@ -17,8 +17,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from atasker import pool_thread
-
 __all__ = ["EventThread"]
 
 logger = logging.getLogger("atasker.dask")
@@ -82,10 +80,9 @@ class EventThread:
         return self._thread is threading.current_thread()
 
     def _run(self) -> None:
-        # Task callbacks run here, and every outcome passes through here: a
-        # stop(wait=True) from a callback must fail rather than wait for itself.
-        pool_thread.supervisor = self._supervisor
-        pool_thread.reports_others = True
+        # Task callbacks run here, and every outcome passes through here: the
+        # supervisor sees this thread report other tasks' outcomes, so a
+        # stop(wait=True) from a callback fails rather than waits for itself.
         cond = self._cond
         while True:
             due: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []

@@ -1,0 +1,392 @@
+"""Dispatch: from an accepted task to a started one, and from an outcome
+to a resolved handle and the next start.
+
+::
+
+    accept(task) ─▶ store.task_queued ─▶ hook task_queued
+        │ delay? ─▶ delayed set + timer ──(due)──┐
+        ▼                                        ▼
+    enqueue(): fast path (nothing waits, room) or policy.push ─▶ hook task_waiting
+        ▼
+    admit(): policy.pop_next(pool) while the pool has room   (under the lock)
+        ▼
+    launch(): store.task_started ─▶ hook task_started ─▶ executor.start(task)
+                                                              │
+    task_done(task, result | exception | cancelled) ◀─────────┘
+        ▼
+    release(): store.task_finished, free the slot, admit() the next
+        ▼
+    resolve(): callback ─▶ handle resolved ─▶ hook task_finished ─▶ ended
+
+One lock guards pools, queues and the delayed set; it is never held while
+user code, an executor, a store or a hook runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED
+from typing import TYPE_CHECKING, Any
+
+from atasker.core.pool import Pool
+from atasker.core.task import TASK_STATUS_CANCELED, TASK_STATUS_QUEUED, TASK_STATUS_STARTED, Task, thread_state
+from atasker.errors import AtaskerError, SupervisorStoppedError
+
+if TYPE_CHECKING:
+    from atasker.core.timer import Timer
+    from atasker.plugin.protocols import Executor, QueuePolicy, StatusStore
+
+__all__ = ["Dispatcher", "Slot"]
+
+logger = logging.getLogger("atasker")
+
+_RUNNING = "RUNNING"  # concurrent.futures._base.RUNNING; set without the condition, see admit()
+
+
+class Slot:
+    """One task type in one supervisor: its pool, queue policy and executor."""
+
+    __slots__ = ("executor", "fast_path", "policy", "pool", "running")
+
+    def __init__(self, pool: Pool, policy: QueuePolicy, executor: Executor) -> None:
+        self.pool = pool
+        self.policy = policy
+        self.executor = executor
+        self.running: set[Task] = set()
+        # With nothing waiting, such a policy admits exactly what
+        # Pool.may_start allows: the dispatcher may skip push/pop.
+        self.fast_path = bool(policy.fast_path)
+
+
+def force_cancel(task: Future[Any]) -> None:
+    """Mark a *running* future cancelled (``Future.cancel`` refuses once running).
+
+    For an executor that really stopped a running task (a killed process, a
+    cancelled coroutine), so that ``cancelled()`` tells the truth.
+    """
+    cond = task._condition  # type: ignore[attr-defined]  # concurrent.futures internals, see CPython's Future
+    with cond:
+        if task.done():
+            return
+        task._state = CANCELLED_AND_NOTIFIED  # type: ignore[attr-defined]
+        for waiter in task._waiters:  # type: ignore[attr-defined]
+            waiter.add_cancelled(task)
+        cond.notify_all()
+    task._invoke_callbacks()  # type: ignore[attr-defined]
+
+
+class Dispatcher:
+    """The task flow of one supervisor: accept, admit, launch, report, cancel.
+
+    :param name: the supervisor's name, for messages.
+    :param internal_error: ``internal_error(exc, where)`` reports an error
+        of an observer, callback or store without raising.
+    """
+
+    def __init__(self, name: str, internal_error: Callable[[BaseException, str], None]) -> None:
+        self.name = name
+        self.internal_error = internal_error
+        self.lock = threading.Lock()
+        self.all_done = threading.Condition(self.lock)
+        self.slots: dict[str, Slot] = {}
+        #: Tasks accepted with a delay that is not over yet.
+        self.delayed: set[Task] = set()
+        self.store: StatusStore | None = None
+        self.timer: Timer | None = None
+        self.active = False
+        self.stopping = False
+        # While stop(wait=...) drains, tasks may still submit follow-up work.
+        self.draining = False
+        # Accepted minus ended tasks.  Ends are counted by an itertools.count
+        # (next() is atomic under the GIL) so that finishing a task takes the
+        # lock once, not twice: a busy pool contends on it.
+        self._accepted = 0
+        self._ended = itertools.count()
+        self._reads = 0
+        #: Observer hook callers (``None``: no plugin implements the hook).
+        self.on_queued: Any = None
+        self.on_waiting: Any = None
+        self.on_started: Any = None
+        self.on_finished: Any = None
+
+    def reset(self) -> None:
+        """Forget the counts of the previous run (``start()``, under the lock)."""
+        self.slots = {}
+        self.delayed = set()
+        self._accepted = self._reads = 0
+        self._ended = itertools.count()
+
+    # ------------------------------------------------------------- submission
+
+    def accept(self, slot: Slot, task: Task) -> None:
+        """Count *task* in, record it and queue it (or its delay)."""
+        with self.lock:
+            if not self.active or (self.stopping and not self.draining):
+                raise SupervisorStoppedError(
+                    f"task supervisor {self.name!r} is stopping or stopped; task {task.name!r} rejected"
+                )
+            self._accepted += 1
+            if task.delay:
+                self.delayed.add(task)
+        store = self.store
+        assert store is not None
+        try:
+            store.task_queued(task)
+        except BaseException:
+            # The task was never queued: un-count it, so stop() cannot wait
+            # for it, and let the caller see the store's error.
+            with self.lock:
+                self._accepted -= 1
+                self.delayed.discard(task)
+                if self.stopping:
+                    self.all_done.notify_all()
+            raise
+        if self.on_queued is not None:
+            self.observe(self.on_queued, task)
+        if task.delay:
+            timer = self.timer
+            assert timer is not None
+            timer.call_later(task.delay, self.delay_over, slot, task)
+        else:
+            self.enqueue(slot, task)
+
+    def delay_over(self, slot: Slot, task: Task) -> None:
+        """Timer callback: a delayed task joins its queue."""
+        with self.lock:
+            if task not in self.delayed:
+                return  # cancelled meanwhile
+            self.delayed.discard(task)
+        self.enqueue(slot, task)
+
+    def enqueue(self, slot: Slot, task: Task) -> None:
+        """Start *task* now if it may start, else leave it to its queue policy."""
+        with self.lock:
+            if task.status != TASK_STATUS_QUEUED:
+                return  # cancelled
+            policy = slot.policy
+            if slot.fast_path and not len(policy) and slot.pool.may_start(task.band):
+                # Nothing waits and there is room: any queue order would start
+                # this task now, so skip the push/pop round trip.
+                started = self.admit(slot, task)
+            else:
+                policy.push(task)
+                task.in_queue = True
+                started = self.admit(slot)
+            waiting = task.status == TASK_STATUS_QUEUED
+        if waiting and self.on_waiting is not None:
+            self.observe(self.on_waiting, task)
+        if started:
+            self.launch(slot, started)
+
+    def admit(self, slot: Slot, first: Task | None = None) -> list[Task]:
+        """Pop every task the policy lets start now (*first*: one already
+        admitted by the fast path).  Call with the lock held."""
+        started: list[Task] = []
+        pool, policy = slot.pool, slot.policy
+        while True:
+            if first is not None:
+                task, first = first, None
+            else:
+                popped = policy.pop_next(pool)
+                if popped is None:
+                    return started
+                task = popped
+                task.in_queue = False
+            # The future goes RUNNING without taking its condition: only
+            # cancel() could race, and it decides under this same lock.
+            task._state = _RUNNING  # type: ignore[attr-defined]  # Future internals, see above
+            task.status = TASK_STATUS_STARTED
+            task.time_started = time.time()
+            pool.running += 1
+            rbp = pool.running_by_priority
+            rbp[task.priority] = rbp.get(task.priority, 0) + 1
+            slot.running.add(task)
+            started.append(task)
+
+    def launch(self, slot: Slot, tasks: list[Task]) -> None:
+        """Announce admitted tasks and hand them to their executor."""
+        executor = slot.executor
+        for task in tasks:
+            self.announce_started(task)
+            try:
+                executor.start(task)
+            except BaseException as exc:
+                self.task_done(task, exception=exc)
+
+    def announce_started(self, task: Task) -> None:
+        store = self.store
+        if store is not None:
+            store.task_started(task)
+        if self.on_started is not None:
+            self.observe(self.on_started, task)
+
+    # ------------------------------------------------------------- completion
+
+    def task_done(
+        self,
+        task: Task,
+        result: Any = None,
+        exception: BaseException | None = None,
+        cancelled: bool = False,
+        take_next: bool = False,
+    ) -> Task | None:
+        """See :meth:`TaskSupervisor.task_done`."""
+        task.time_finished = time.time()
+        if cancelled:
+            task.outcome = "cancelled"
+        elif exception is not None:
+            task.outcome = "failed"
+            task.error = exception
+        else:
+            task.outcome = "completed"
+        next_task = self.release(task, was_running=True, take_next=take_next)
+        state = thread_state
+        outer = state.reporting
+        state.reporting = task
+        if next_task is not None:
+            # The callback and observers below run while this thread holds
+            # the next task too: a stop() they call must not wait for it.
+            state.held += 1
+        try:
+            self.resolve(task, result, exception, cancelled)
+        finally:
+            state.reporting = outer
+            if next_task is not None:
+                state.held -= 1
+        return next_task
+
+    def resolve(self, task: Task, result: Any, exception: BaseException | None, cancelled: bool) -> None:
+        """Resolve the handle, run the callback and the finished observers."""
+        if cancelled:
+            force_cancel(task)
+        elif exception is not None:
+            # Logged before the handle resolves, so a waiter finds the record.
+            logger.error(
+                "task %s (%s) failed: %s: %s",
+                task.id,
+                task.name,
+                type(exception).__name__,
+                exception,
+                exc_info=exception if not isinstance(exception, AtaskerError) else None,
+            )
+            task.set_exception(exception)
+        else:
+            # The callback runs before the handle resolves: whoever waits on
+            # the handle can rely on the callback having run.
+            if task.callback is not None:
+                try:
+                    task.callback(result)
+                except BaseException as exc:  # even SystemExit: the handle must still resolve
+                    self.internal_error(exc, f"callback of task {task.id} ({task.name})")
+            task.set_result(result)
+        self.finished(task)
+
+    def release(self, task: Task, was_running: bool, take_next: bool = False) -> Task | None:
+        """Drop the record, free the slot, start what may start now."""
+        store = self.store
+        if store is not None:
+            try:
+                store.task_finished(task)
+            except Exception as exc:
+                self.internal_error(exc, "status store task_finished")
+        if not was_running:
+            return None
+        slot = self.slots[task.tt]
+        with self.lock:
+            pool = slot.pool
+            pool.running -= 1
+            pool.running_by_priority[task.priority] -= 1
+            slot.running.discard(task)
+            started = self.admit(slot) if len(slot.policy) else None
+        if not started:
+            return None
+        if take_next:
+            next_task = started.pop(0)
+            self.announce_started(next_task)
+            if started:
+                self.launch(slot, started)
+            return next_task
+        self.launch(slot, started)
+        return None
+
+    def unfinished(self) -> int:
+        """Tasks accepted and not yet ended.  Call with the lock held.
+
+        Reading an ``itertools.count`` means drawing from it, so each read
+        is counted and subtracted.
+        """
+        self._reads += 1
+        return self._accepted - (next(self._ended) - self._reads + 1)
+
+    def finished(self, task: Task) -> None:
+        """Observers, then the count ``stop(wait=True)`` waits on."""
+        if self.on_finished is not None:
+            self.observe(self.on_finished, task)
+        next(self._ended)
+        if self.stopping:
+            with self.lock:
+                self.all_done.notify_all()
+
+    def observe(self, hook: Any, task: Task) -> None:
+        """Call an observer hook; its errors are reported, never raised."""
+        try:
+            hook(task=task)
+        except BaseException as exc:  # even SystemExit: the dispatching thread must go on
+            self.internal_error(exc, f"hook {hook.name}")
+
+    # --------------------------------------------------------------- cancel
+
+    def cancel(self, task: Task) -> bool:
+        """Cancel a queued or delayed task, or ask its executor to stop it."""
+        with self.lock:
+            status = task.status
+            if status == TASK_STATUS_QUEUED:
+                task.status = TASK_STATUS_CANCELED
+                self.delayed.discard(task)
+                if task.in_queue:
+                    task.in_queue = False
+                    slot = self.slots.get(task.tt)
+                    if slot is not None:
+                        slot.policy.remove(task)
+        if status == TASK_STATUS_STARTED:
+            slot = self.slots.get(task.tt)
+            return bool(slot.executor.cancel(task)) if slot is not None else False
+        if status != TASK_STATUS_QUEUED:
+            return False
+        # Status -1 under the lock means no dispatcher will start it: the
+        # future is still PENDING, so Future.cancel succeeds and notifies.
+        Future.cancel(task)
+        # CANCELLED -> CANCELLED_AND_NOTIFIED: tells concurrent.futures.wait()
+        # and as_completed() waiters, as an executor does for cancelled work.
+        task.set_running_or_notify_cancel()
+        task.time_finished = time.time()
+        task.outcome = "cancelled"
+        self.release(task, was_running=False)
+        self.finished(task)
+        return True
+
+    def cancel_all_queued(self) -> None:
+        """Cancel every queued and delayed task."""
+        for task in self.waiting_tasks(include_delayed=True):
+            task.cancel()
+
+    # ------------------------------------------------------------ snapshots
+
+    def waiting_tasks(self, include_delayed: bool) -> list[Task]:
+        """Queued tasks (and delayed ones), a snapshot."""
+        with self.lock:
+            tasks = [t for slot in self.slots.values() for t in slot.policy.tasks()]
+            if include_delayed:
+                tasks += [t for t in self.delayed if t.status == TASK_STATUS_QUEUED]
+        return tasks
+
+    def running_tasks(self, tt: str | None = None) -> list[Task]:
+        """Running tasks (of task type *tt*), a snapshot."""
+        with self.lock:
+            slots = self.slots.values() if tt is None else [s for t, s in self.slots.items() if t == tt]
+            return [t for slot in slots for t in list(slot.running)]

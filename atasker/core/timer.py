@@ -1,0 +1,129 @@
+"""One timer thread per supervisor: delays, the watchdog, process deadlines
+and any plugin's deadlines all share it.
+
+::
+
+    any thread ── call_at(when, fn, *args) ─▶ heap ──(earliest due)──▶ timer thread ─▶ fn(*args)
+                  handle.cancel() ─▶ marks the entry; it is skipped when due
+
+The thread sleeps on a condition until the earliest deadline; scheduling an
+earlier one wakes it, so nothing polls.  Deadlines are ``time.monotonic()``
+values.  A deadline too far away for ``Condition.wait`` (``inf``, ``1e300``)
+is waited for in steps of ``threading.TIMEOUT_MAX``: it never fires early
+and never kills the thread.  ``nan`` is refused where it is scheduled.
+
+Callbacks run one at a time on the timer thread: they must be short and
+must not block (start work elsewhere).  An exception from one is reported
+through the supervisor's internal-error path and the timer goes on.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Timer", "TimerHandle"]
+
+
+class TimerHandle:
+    """A scheduled call; :meth:`cancel` it to skip it."""
+
+    __slots__ = ("args", "cancelled", "fn", "when")
+
+    def __init__(self, when: float, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.when = when
+        self.fn = fn
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Do not run the call (a no-op once it ran)."""
+        self.cancelled = True
+        self.args = ()
+
+    def __repr__(self) -> str:
+        state = " cancelled" if self.cancelled else ""
+        return f"<TimerHandle {getattr(self.fn, '__qualname__', self.fn)!r} at {self.when:.3f}{state}>"
+
+
+class Timer:
+    """Runs callbacks at given ``time.monotonic()`` deadlines, on one thread.
+
+    :param name: the thread's name.
+    :param on_error: ``on_error(exc, where)`` for a callback that raised.
+    """
+
+    def __init__(self, name: str, on_error: Callable[[BaseException, str], None]) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._seq = itertools.count()
+        self._stopped = False
+        self._on_error = on_error
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def call_at(self, when: float, fn: Callable[..., object], *args: Any) -> TimerHandle:
+        """Run ``fn(*args)`` on the timer thread at monotonic time *when*.
+
+        :raises ValueError: *when* is NaN.
+        :raises RuntimeError: the timer is stopped.
+        """
+        if math.isnan(when):
+            raise ValueError(f"timer deadline must be a number, got {when!r}")
+        handle = TimerHandle(when, fn, args)
+        with self._cond:
+            if self._stopped:
+                raise RuntimeError("the timer is stopped (its supervisor stopped)")
+            heapq.heappush(self._heap, (when, next(self._seq), handle))
+            if self._heap[0][2] is handle:
+                self._cond.notify()
+        return handle
+
+    def call_later(self, delay: float, fn: Callable[..., object], *args: Any) -> TimerHandle:
+        """Run ``fn(*args)`` on the timer thread *delay* seconds from now."""
+        return self.call_at(time.monotonic() + delay, fn, *args)
+
+    def pending(self) -> int:
+        """Calls scheduled and not cancelled."""
+        with self._cond:
+            return sum(1 for _, _, h in self._heap if not h.cancelled)
+
+    def _run(self) -> None:
+        cond, heap = self._cond, self._heap
+        while True:
+            with cond:
+                while True:
+                    if self._stopped:
+                        return
+                    if not heap:
+                        cond.wait()
+                        continue
+                    when, _, handle = heap[0]
+                    if handle.cancelled:
+                        heapq.heappop(heap)
+                        continue
+                    delay = when - time.monotonic()
+                    if delay <= 0:
+                        heapq.heappop(heap)
+                        break
+                    cond.wait(min(delay, threading.TIMEOUT_MAX))
+            fn, args = handle.fn, handle.args
+            handle.cancel()  # ran: drop its arguments now
+            try:
+                fn(*args)
+            except BaseException as exc:
+                self._on_error(exc, f"timer callback {getattr(fn, '__qualname__', fn)!r}")
+
+    def stop(self) -> None:
+        """Drop every pending call and end the thread (joined unless called from it)."""
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._cond.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
