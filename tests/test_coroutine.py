@@ -225,23 +225,6 @@ def test_cancel_from_a_coroutine_on_the_same_loop(supervisor):
     assert victim_task.cancelled()
 
 
-def test_cancel_queued_coroutine_task_never_calls_the_function(supervisor):
-    supervisor.set_coroutine_pool(pool_size=1, reserve_normal=0, reserve_high=0)
-    gate = concurrent.futures.Future()
-    called = []
-
-    async def queued():
-        called.append(1)
-
-    blocker = background_task(gate_coroutine(gate), supervisor=supervisor, priority=TASK_LOW)()
-    task = background_task(queued, supervisor=supervisor, priority=TASK_LOW)()
-    assert supervisor.get_task_info(task).status == 0
-    assert task.cancel() is True and task.cancelled()
-    gate.set_result(None)
-    assert blocker.result(WAIT) is None
-    assert called == []
-
-
 def test_coroutine_that_swallows_cancellation_decides_its_outcome(supervisor):
     started = threading.Event()
 

@@ -115,17 +115,6 @@ def test_runs_in_another_process_and_handle_works_with_futures_api(mp_sup):
     assert all(mp_sup.get_task_info(t) is None for t in tasks)
 
 
-def test_task_info_while_running(mp_sup, manager):
-    started, release = manager.Event(), manager.Event()
-    task = mp_sup.submit(tests.mp.signal_and_wait, (started, release, "v"), tt=TT_MP, priority=TASK_LOW)
-    assert started.wait(WAIT)
-    info = mp_sup.get_task_info(task.id)
-    assert (info.tt, info.status, info.priority) == ("mp", 1, TASK_LOW)
-    release.set()
-    assert task.result(WAIT) == "v"
-    assert mp_sup.get_task_info(task.id) is None
-
-
 def test_task_id_is_passed_only_to_functions_that_accept_it(mp_sup):
     t1 = mp_sup.submit(tests.mp.echo_task_id, tt=TT_MP)
     assert t1.result(WAIT) == t1.id
@@ -254,24 +243,6 @@ def test_reserve_workers_exit_when_idle(make_supervisor, manager):
 
 
 # ---------------------------------------------------------------- cancel, stop, shutdown
-
-
-def test_cancel_queued_process_task(make_supervisor, manager, tmp_path):
-    sup = make_supervisor()
-    sup.create_mp_pool(pool_size=1, reserve_normal=0, reserve_high=0)
-    started, release = manager.Event(), manager.Event()
-    blocker = sup.submit(tests.mp.signal_and_wait, (started, release), tt=TT_MP)
-    assert started.wait(WAIT)
-    log = tmp_path / "ran"
-    queued = sup.submit(tests.mp.record, (str(log), "cancelled"), tt=TT_MP)
-    after = sup.submit(tests.mp.record, (str(log), "after"), tt=TT_MP)
-    assert queued.cancel() and queued.cancelled() and queued.status == -1
-    assert sup.get_task_info(queued) is None
-    release.set()
-    assert after.result(WAIT) == "after" and blocker.result(WAIT) is None
-    assert log.read_text().split() == ["after"]
-    with pytest.raises(concurrent.futures.CancelledError):
-        queued.result(0)
 
 
 def test_cancel_running_process_task_kills_and_replaces_its_worker(make_supervisor, manager):
