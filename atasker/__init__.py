@@ -35,6 +35,7 @@ from atasker.core.task import (
     Task,
     TaskInfo,
     TaskSpec,
+    priority_band,
 )
 from atasker.errors import (
     AtaskerError,
@@ -125,6 +126,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "live",
+    "priority_band",
     "task_supervisor",
     "wait_completed",
     *_aloop.__all__,

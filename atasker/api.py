@@ -87,24 +87,22 @@ def background_task(
         options=options,
     )
     if f is None:
-        return functools.partial(
-            background_task,
-            name=name,
-            priority=priority,
-            delay=delay,
-            tt=tt,
-            callback=callback,
-            supervisor=supervisor,
-            timeout=timeout,
-            options=options,
-        )
+        return functools.partial(_task_starter, spec=spec, tt_given=tt is not None, supervisor=supervisor)
+    return _task_starter(f, spec, tt is not None, supervisor)
+
+
+def _task_starter(
+    f: Callable[..., Any], spec: TaskSpec, tt_given: bool, supervisor: TaskSupervisor | None
+) -> Callable[..., Task]:
+    """The starter ``background_task`` returns: ``f``'s calls, submitted with *spec*."""
     if not callable(f):
         raise TypeError(f"background_task needs a callable, got {type(f).__name__}: {f!r}")
     if getattr(f, "background_task", False):
         f = f.__wrapped__  # re-decorating a task starter: run the function, not a starter
-    task_tt = tt or (TT_COROUTINE if inspect.iscoroutinefunction(f) else TT_THREAD)
-    task_name = name if name is not None else getattr(f, "__qualname__", None) or repr(f)
-    spec = spec.replace(tt=task_tt, name=task_name)
+    if not tt_given and inspect.iscoroutinefunction(f):
+        spec = spec.replace(tt=TT_COROUTINE)
+    if spec.name is None:
+        spec = spec.replace(name=getattr(f, "__qualname__", None) or repr(f))
 
     @functools.wraps(f)
     def start_task(*args: Any, **kwargs: Any) -> Task:

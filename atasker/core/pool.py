@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
+from atasker.core.task import BANDS, TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
 
 __all__ = ["BANDS", "Pool"]
 
@@ -117,7 +117,3 @@ class Pool:
     def __repr__(self) -> str:
         size, normal, high = self._sizes
         return f"<Pool {self.tt} size={size}+{normal}+{high} capacity={self._capacity} running={self.running}>"
-
-
-# Re-exported for policies that want the bands by name.
-BANDS = (TASK_CRITICAL, TASK_HIGH, TASK_NORMAL, TASK_LOW)

@@ -56,10 +56,7 @@ from atasker.plugin.protocols import (
     QUEUE_POLICY_MEMBERS,
     STATUS_STORE_MEMBERS,
     Executor,
-    QueuePolicyType,
     StatusStore,
-    StatusStoreType,
-    TaskType,
     missing_members,
 )
 from atasker.plugin.registry import Registry
@@ -82,33 +79,19 @@ _EXTENSION_PROVIDERS = {
 }
 
 
-def _check_task_type(record: TaskType) -> str | None:
-    factory = record.executor_factory
-    if isinstance(factory, type):
-        missing = missing_members(factory, EXECUTOR_MEMBERS)
+def _factory_check(kind: str, attribute: str, members: tuple[str, ...]) -> Callable[[Any], str | None]:
+    """A registry check: a record whose factory is a class lacking *members* is refused."""
+
+    def check(record: Any) -> str | None:
+        factory = getattr(record, attribute)
+        if not callable(factory):
+            return f"{attribute} must be callable, got {factory!r}"
+        missing = missing_members(factory, members) if isinstance(factory, type) else []
         if missing:
-            return f"executor class {factory.__qualname__} lacks {', '.join(missing)} (see atasker.BaseExecutor)"
-    elif not callable(factory):
-        return f"executor_factory must be callable, got {factory!r}"
-    return None
+            return f"{kind} class {factory.__qualname__} lacks {', '.join(missing)}"
+        return None
 
-
-def _check_policy_type(record: QueuePolicyType) -> str | None:
-    factory = record.factory
-    if isinstance(factory, type):
-        missing = missing_members(factory, QUEUE_POLICY_MEMBERS)
-        if missing:
-            return f"queue policy class {factory.__qualname__} lacks {', '.join(missing)}"
-    return None
-
-
-def _check_store_type(record: StatusStoreType) -> str | None:
-    factory = record.factory
-    if isinstance(factory, type):
-        missing = missing_members(factory, STATUS_STORE_MEMBERS)
-        if missing:
-            return f"status store class {factory.__qualname__} lacks {', '.join(missing)}"
-    return None
+    return check
 
 
 class TaskSupervisor:
@@ -239,7 +222,7 @@ class TaskSupervisor:
                         lambda r: r.name,
                         providers,
                         UnknownTaskTypeError,
-                        _check_task_type,
+                        _factory_check("executor", "executor_factory", EXECUTOR_MEMBERS),
                     ),
                     "queue policy": Registry(
                         pm,
@@ -248,7 +231,7 @@ class TaskSupervisor:
                         lambda r: r.name,
                         providers,
                         UnknownQueuePolicyError,
-                        _check_policy_type,
+                        _factory_check("queue policy", "factory", QUEUE_POLICY_MEMBERS),
                     ),
                     "status store": Registry(
                         pm,
@@ -257,7 +240,7 @@ class TaskSupervisor:
                         lambda r: r.scheme,
                         providers,
                         UnknownStatusStoreError,
-                        _check_store_type,
+                        _factory_check("status store", "factory", STATUS_STORE_MEMBERS),
                     ),
                     "command": Registry(
                         pm, "atasker_register_commands", "command", lambda r: r.name, providers, LookupError

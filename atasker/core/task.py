@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BANDS",
     "DEFAULT_TASK_TYPE",
+    "PRIORITY_COLORS",
+    "PRIORITY_NAMES",
     "TASK_CRITICAL",
     "TASK_HIGH",
     "TASK_LOW",
@@ -47,6 +49,7 @@ __all__ = [
     "TaskSpec",
     "ThreadState",
     "priority_band",
+    "priority_name",
     "validate_priority",
     "validate_seconds",
 ]
@@ -59,6 +62,17 @@ TASK_CRITICAL = 0
 
 #: The priority bands, most urgent first (see :func:`priority_band`).
 BANDS = (TASK_CRITICAL, TASK_HIGH, TASK_NORMAL, TASK_LOW)
+
+#: The name of each band, as logs, traces and the live view show it.
+PRIORITY_NAMES = {TASK_CRITICAL: "CRITICAL", TASK_HIGH: "HIGH", TASK_NORMAL: "NORMAL", TASK_LOW: "LOW"}
+
+#: One colour per band, shared by the live view and ``atasker plot``.
+PRIORITY_COLORS = {
+    TASK_CRITICAL: "#b40000",
+    TASK_HIGH: "#ee8e00",
+    TASK_NORMAL: "#4387fd",
+    TASK_LOW: "#0da861",
+}
 
 #: The task type of a task that names none (the built-in thread pool).
 DEFAULT_TASK_TYPE = "thread"
@@ -93,6 +107,11 @@ def validate_priority(priority: object) -> int:
         "TASK_LOW (200), TASK_NORMAL (100), TASK_HIGH (50) or TASK_CRITICAL (0); "
         "lower is more urgent"
     )
+
+
+def priority_name(priority: int) -> str:
+    """The name of the band *priority* falls into (``"HIGH"`` for 50 and for 30)."""
+    return PRIORITY_NAMES[priority_band(priority)]
 
 
 def priority_band(priority: int) -> int:

@@ -39,9 +39,10 @@ from atasker import (
     TaskSupervisor,
     TaskType,
     hookimpl,
+    priority_band,
 )
 
-__all__ = ["MANUAL_TT", "ManualExecutor", "QueuePolicyContract", "band_limit", "band_of"]
+__all__ = ["MANUAL_TT", "ManualExecutor", "QueuePolicyContract", "band_limit"]
 
 #: The contract's task type: its executor starts nothing by itself.
 MANUAL_TT = "contract-manual"
@@ -49,21 +50,10 @@ MANUAL_TT = "contract-manual"
 Sizes = tuple[int, int, int]
 
 
-def band_of(priority: int) -> int:
-    """The named priority whose reserve *priority* uses (as the docs define it)."""
-    if priority <= TASK_CRITICAL:
-        return TASK_CRITICAL
-    if priority <= TASK_HIGH:
-        return TASK_HIGH
-    if priority <= TASK_NORMAL:
-        return TASK_NORMAL
-    return TASK_LOW
-
-
 def band_limit(sizes: Sizes, priority: int) -> float:
     """How many tasks may run in all when a task of *priority* starts (unlimited capacity)."""
     size, normal, high = sizes
-    band = band_of(priority)
+    band = priority_band(priority)
     if band == TASK_CRITICAL or size == 0:
         return math.inf
     return {TASK_HIGH: size + normal + high, TASK_NORMAL: size + normal, TASK_LOW: size}[band]

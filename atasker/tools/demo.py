@@ -34,14 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atasker.builtin.trace.recorder import PRIORITY_NAMES
 from atasker.core.supervisor import TaskSupervisor
-from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, Task
+from atasker.core.task import BANDS, PRIORITY_NAMES, TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, Task
 
 __all__ = ["Job", "burn_cpu", "call_api", "fetch", "run_demo", "summarize", "workload"]
 
 NAMES = PRIORITY_NAMES
-BANDS = (TASK_CRITICAL, TASK_HIGH, TASK_NORMAL, TASK_LOW)
 
 #: Deliberately small pools, so that queues form and the priorities show.
 POOLS: dict[str, dict[str, int]] = {

@@ -349,7 +349,7 @@ def _reserves_text(row: TaskTypeSnapshot) -> str:
 
 def _waiting_parts(row: TaskTypeSnapshot) -> list[tuple[str, int]]:
     """``(priority name, count)`` per waiting priority, most urgent first."""
-    from atasker.builtin.trace.recorder import priority_name
+    from atasker.core.task import priority_name
 
     parts: dict[str, int] = {}
     for priority, count in row.waiting.items():
@@ -451,7 +451,7 @@ def render_rich(snap: Snapshot) -> Any:
 
 
 def _band_style(name: str) -> str:
-    from atasker.builtin.trace.recorder import PRIORITY_COLORS, PRIORITY_NAMES
+    from atasker.core.task import PRIORITY_COLORS, PRIORITY_NAMES
 
     for band, band_name in PRIORITY_NAMES.items():
         if band_name == name:

@@ -46,20 +46,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "PLUGIN_NAME",
-    "PRIORITY_COLORS",
-    "PRIORITY_NAMES",
-    "TRACE_CNAMES",
-    "TraceRecorder",
-    "atasker_register_commands",
-    "atasker_supervisor_starting",
-    "attach",
-    "get_recorder",
-    "open_recorder",
-    "priority_name",
-    "trace_path",
-]
+__all__ = ["atasker_register_commands", "atasker_supervisor_starting", *sorted(_RECORDER_NAMES)]
 
 
 @hookimpl

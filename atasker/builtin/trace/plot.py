@@ -29,14 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atasker.builtin.trace.recorder import PRIORITY_COLORS, PRIORITY_NAMES
-from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
+from atasker.core.task import BANDS, PRIORITY_COLORS, PRIORITY_NAMES, TASK_NORMAL
 from atasker.errors import AtaskerError
 
 __all__ = ["PlotDependencyError", "Slice", "Trace", "load_trace", "percentile", "plot_trace", "run", "wait_stats"]
 
 #: Bands, most urgent first (the order of legends and tables).
-BANDS = (TASK_CRITICAL, TASK_HIGH, TASK_NORMAL, TASK_LOW)
 _BAND_BY_NAME = {name: band for band, name in PRIORITY_NAMES.items()}
 
 

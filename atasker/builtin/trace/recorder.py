@@ -54,7 +54,16 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, Task, priority_band
+from atasker.core.task import (
+    PRIORITY_COLORS,
+    PRIORITY_NAMES,
+    TASK_CRITICAL,
+    TASK_HIGH,
+    TASK_LOW,
+    TASK_NORMAL,
+    Task,
+    priority_name,
+)
 from atasker.plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -78,9 +87,6 @@ logger = logging.getLogger("atasker")
 #: The name a recorder is registered under by ``start(trace=...)``.
 PLUGIN_NAME = "atasker.trace"
 
-#: Name of each priority band (also the trace category of its slices).
-PRIORITY_NAMES = {TASK_CRITICAL: "CRITICAL", TASK_HIGH: "HIGH", TASK_NORMAL: "NORMAL", TASK_LOW: "LOW"}
-
 #: Slice colours per band: a reserved colour name of the trace viewer
 #: (``cname``), so that ``chrome://tracing`` shows the priorities.
 TRACE_CNAMES = {
@@ -88,14 +94,6 @@ TRACE_CNAMES = {
     TASK_HIGH: "rail_idle",  # rgb(238, 142, 0)
     TASK_NORMAL: "rail_response",  # rgb(67, 135, 253)
     TASK_LOW: "rail_load",  # rgb(13, 168, 97)
-}
-
-#: The same colours as hex, for the PNG timeline and the live view.
-PRIORITY_COLORS = {
-    TASK_CRITICAL: "#b40000",
-    TASK_HIGH: "#ee8e00",
-    TASK_NORMAL: "#4387fd",
-    TASK_LOW: "#0da861",
 }
 
 #: Events per batch; the recorder holds at most twice this many.
@@ -116,11 +114,6 @@ _encode_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defin
 # priority, outcome): fields, not the task, so that the buffer does not keep
 # results alive after the writer has seen the end.
 _START, _FINISH = 0, 1
-
-
-def priority_name(priority: int) -> str:
-    """The name of the band *priority* falls into (``"HIGH"`` for 50 and for 30)."""
-    return PRIORITY_NAMES[priority_band(priority)]
 
 
 def trace_path(template: str | os.PathLike[str], supervisor_name: str) -> Path:
