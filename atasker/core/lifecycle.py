@@ -1,4 +1,5 @@
-"""Process lifecycle: interpreter exit and ``fork``, in one place.
+"""Lifecycle: a supervisor's start and stop (:class:`Lifecycle`), and the
+process's -- interpreter exit and ``fork`` -- in one place.
 
 * At exit, every started supervisor is stopped (``stop(wait=True)``) from
   ``threading._register_atexit`` -- the hook ``concurrent.futures`` uses --
@@ -17,14 +18,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from atasker.core.task import SupervisorAPI
+from atasker.core.dispatch import Dispatcher
+from atasker.core.task import SupervisorAPI, thread_state
+from atasker.core.timer import Timer
+from atasker.errors import SupervisorStoppedError
 
-__all__ = ["after_fork_in_child", "at_exit", "cancel_at_exit", "watch_supervisor"]
+__all__ = ["OPTION_PROVIDERS", "Lifecycle", "after_fork_in_child", "at_exit", "cancel_at_exit", "watch_supervisor"]
+
+#: Which built-in plugin handles each ``start()`` option, named in the error
+#: when it is blocked (any plugin may handle them).
+OPTION_PROVIDERS = {"trace": "atasker.builtin.trace"}
 
 logger = logging.getLogger("atasker")
 
@@ -107,3 +115,216 @@ def _in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_in_child)
+
+
+class Lifecycle:
+    """Start and stop of one supervisor: what ``start()`` resolves and opens,
+    what ``stop()`` drains, shuts down and closes.
+
+    ::
+
+        start(): policy + store resolved ─▶ timer ─▶ atasker_supervisor_starting
+                 ─▶ active ─▶ atasker_supervisor_started
+        stop():  atasker_supervisor_stopping ─▶ drain (or cancel) ─▶ executors
+                 shut down ─▶ atasker_supervisor_stopped ─▶ timer stops ─▶
+                 block() returns ─▶ store closed
+
+    :param supervisor: the supervisor it runs (hooks receive it).
+    :param dispatch: its dispatcher (state flags, counts, store, timer).
+    """
+
+    def __init__(self, supervisor: SupervisorAPI, dispatch: Dispatcher) -> None:
+        self.supervisor = supervisor
+        self.dispatch = dispatch
+        #: Serialises start/stop and lazy executor creation (may be slow).
+        self.config_lock = threading.RLock()
+        self.stopped = threading.Event()
+        self.ever_started = False
+        #: What the constructor or ``start()`` asked for (``None``: environment, then default).
+        self.queue_policy: str | None = None
+        self.status_store: str | None = None
+        #: The queue policy of this run, once started.
+        self.policy_name = "priority"
+
+    # ---------------------------------------------------------------- start
+
+    def start(self, queue_policy: str | None, status_store: str | None, options: dict[str, Any]) -> None:
+        """See :meth:`TaskSupervisor.start`."""
+        sup, dispatch = self.supervisor, self.dispatch
+        options = {k: v for k, v in options.items() if v is not None}
+        with self.config_lock:
+            sup.plugin_manager  # noqa: B018  (built now: plugins configure before anything starts)
+            if dispatch.active:
+                if options:
+                    self.offer_options(options)
+                return
+            if queue_policy is not None:
+                self.queue_policy = queue_policy
+            if status_store is not None:
+                self.status_store = status_store
+            policy_name = self.queue_policy or os.environ.get("ATASKER_QUEUE_POLICY") or "priority"
+            store_url = self.status_store or os.environ.get("ATASKER_STATUS_STORE") or "memory://"
+            # Resolve both before changing any state, so a bad name leaves
+            # the supervisor stopped and usable.
+            sup.registry("queue policy").get(policy_name)
+            sup.registry("task type").sync()
+            scheme = store_url.split(":", 1)[0]
+            store = sup.registry("status store").get(scheme).factory(store_url, sup)
+            timer = Timer(f"atasker_{sup.name}_timer", sup.report_internal_error)
+            try:
+                with dispatch.lock:
+                    dispatch.store = store
+                    dispatch.timer = timer
+                self.offer_options(options)
+            except BaseException:
+                timer.stop()
+                store.close()
+                raise
+            self.policy_name = policy_name
+            with dispatch.lock:
+                dispatch.reset()
+                dispatch.active = True
+                dispatch.stopping = False
+            self.stopped.clear()
+            if not self.ever_started:
+                self.ever_started = True
+                watch_supervisor(sup)
+        self.call_observer("atasker_supervisor_started", supervisor=sup)
+
+    def offer_options(self, options: dict[str, Any]) -> None:
+        """Give ``start()`` options to the plugins; raise for one nobody took."""
+        sup = self.supervisor
+        pm = sup.plugin_manager
+        handled: set[str] = set()
+        for names in pm.hook.atasker_supervisor_starting(supervisor=sup, options=dict(options)):
+            handled.update(names or ())
+        unknown = sorted(set(options) - handled)
+        if not unknown:
+            return
+        hints = []
+        for option in unknown:
+            provider = OPTION_PROVIDERS.get(option)
+            if provider is not None:
+                why = ", which is blocked" if pm.is_blocked(provider) else ", which is not registered"
+                hints.append(f"{option}= needs plugin {provider!r}{why}")
+        raise TypeError(
+            f"start() got option(s) no registered plugin handles: {', '.join(unknown)}"
+            + ("; " + "; ".join(hints) if hints else "")
+        )
+
+    def ensure_started(self) -> None:
+        """See :meth:`TaskSupervisor.ensure_started`."""
+        if self.dispatch.active:
+            return
+        with self.config_lock:
+            if self.dispatch.active:
+                return
+            if self.ever_started:
+                raise SupervisorStoppedError(
+                    f"task supervisor {self.supervisor.name!r} is stopped; call start() to use it again"
+                )
+            self.start(None, None, {})
+
+    def call_observer(self, hook_name: str, **kwargs: Any) -> None:
+        """Call a lifecycle hook if implemented; its errors are reported, never raised."""
+        sup = self.supervisor
+        pm = sup.plugin_manager
+        if not pm.has_impls(hook_name):
+            return
+        try:
+            getattr(pm.hook, hook_name)(**kwargs)
+        except BaseException as exc:
+            sup.report_internal_error(exc, f"hook {hook_name}")
+
+    # ----------------------------------------------------------------- stop
+
+    def own_tasks(self, wait: bool | float) -> int:
+        """How many unfinished tasks the calling thread itself holds.
+
+        A task calling ``stop()`` cannot end before it returns, nor can the
+        next task its worker already took; a thread that reports the
+        outcomes of *other* tasks cannot wait at all.
+        """
+        sup = self.supervisor
+        state = thread_state
+        current = state.running or state.reporting
+        if current is None or current.supervisor is not sup:
+            return 0
+        waits = wait is not False and wait != 0
+        if state.running is None and state.reporting is not state.ran and waits and sup.is_active():
+            raise RuntimeError(
+                f"stop(wait={wait!r}) called on {threading.current_thread().name}, which reports the "
+                f"outcomes of supervisor {sup.name!r}'s other tasks: it would wait for itself; call "
+                "stop(wait=False) there, or stop from another thread"
+            )
+        return 1 + state.held
+
+    def stop(self, wait: bool | float, cancel_tasks: bool) -> bool:
+        """See :meth:`TaskSupervisor.stop`."""
+        sup, dispatch = self.supervisor, self.dispatch
+        own = self.own_tasks(wait)
+        if sup.is_active():
+            self.call_observer("atasker_supervisor_stopping", supervisor=sup, wait=wait, cancel_tasks=cancel_tasks)
+        with dispatch.lock:
+            if not dispatch.active or dispatch.stopping:
+                return dispatch.unfinished() == 0
+            dispatch.stopping = True
+            dispatch.draining = wait is not False and not cancel_tasks
+        if cancel_tasks or wait is False:
+            dispatch.cancel_all_queued()
+        # Drained without config_lock: tasks may still call set_pool() etc.
+        all_done = self.drain(wait, own)
+        with self.config_lock:
+            for slot in list(dispatch.slots.values()):
+                try:
+                    slot.executor.shutdown(wait=all_done)
+                except Exception as exc:
+                    sup.report_internal_error(exc, f"shutdown of {slot.pool.tt} executor")
+            self.call_observer(
+                "atasker_supervisor_stopped", supervisor=sup, wait=wait, cancel_tasks=cancel_tasks, all_done=all_done
+            )
+            timer = dispatch.timer
+            if timer is not None:
+                timer.stop()
+            with dispatch.lock:
+                dispatch.timer = None
+                dispatch.active = False
+                dispatch.stopping = False
+            self.stopped.set()
+        # A store is closed once it has every final record (the calling
+        # task's comes after this; the at-exit fallback closes it then).
+        store = dispatch.store
+        if store is not None and all_done and not own:
+            store.close()
+        return all_done
+
+    def drain(self, wait: bool | float, own: int) -> bool:
+        """Wait as ``stop(wait)`` says for every task but the caller's *own*.
+
+        :returns: whether they all ended; if a timed wait ran out, what is
+            still queued is cancelled and what still runs is logged.
+        """
+        dispatch = self.dispatch
+        if wait is False:
+            with dispatch.lock:
+                return dispatch.unfinished() <= own
+        deadline = None if wait is True else time.monotonic() + float(wait)
+        with dispatch.lock:
+            while dispatch.unfinished() > own:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                dispatch.all_done.wait(remaining)
+            all_done = dispatch.unfinished() <= own
+            dispatch.draining = False
+        if not all_done:
+            dispatch.cancel_all_queued()
+            running = dispatch.running_tasks()
+            logger.warning(
+                "task supervisor %r stopped after %s s with %d task(s) still running: %s",
+                self.supervisor.name,
+                wait,
+                len(running),
+                ", ".join(f"{t.id} ({t.name})" for t in running[:20]),
+            )
+        return all_done

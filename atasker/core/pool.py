@@ -11,7 +11,7 @@ from typing import Any
 
 from atasker.core.task import BANDS, TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
 
-__all__ = ["BANDS", "Pool"]
+__all__ = ["BANDS", "Pool", "check_sizes"]
 
 
 class Pool:
@@ -117,3 +117,22 @@ class Pool:
     def __repr__(self) -> str:
         size, normal, high = self._sizes
         return f"<Pool {self.tt} size={size}+{normal}+{high} capacity={self._capacity} running={self.running}>"
+
+
+def check_sizes(pool_size: int | None, reserve_normal: int | None, reserve_high: int | None) -> dict[str, int]:
+    """The sizes that are set, validated: each an ``int >= 0`` (not ``bool``).
+
+    :raises ValueError: naming the size and the value.
+    """
+    sizes = {}
+    for key, value in (
+        ("pool_size", pool_size),
+        ("reserve_normal", reserve_normal),
+        ("reserve_high", reserve_high),
+    ):
+        if value is None:
+            continue
+        if type(value) is not int or value < 0:
+            raise ValueError(f"{key} must be an int >= 0, got {value!r}")
+        sizes[key] = value
+    return sizes

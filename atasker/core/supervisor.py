@@ -9,7 +9,7 @@
                     ├─ extensions: objects plugins add in atasker_configure
                     │      (aloops, the process pool, workers, ...), which the
                     │      seed's methods (create_aloop, create_mp_pool, ...) call
-                    └─ lifecycle (core/lifecycle.py): at exit, after fork
+                    └─ Lifecycle (core/lifecycle.py): start/stop/drain; at exit, after fork
 
 The supervisor inherits nothing and knows no built-in: every task type,
 queue policy and status store -- thread, process and coroutine tasks too --
@@ -26,40 +26,33 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from atasker.core import lifecycle
 from atasker.core.dispatch import Dispatcher, Slot
-from atasker.core.pool import Pool
+from atasker.core.lifecycle import Lifecycle
+from atasker.core.pool import Pool, check_sizes
 from atasker.core.task import (
     DEFAULT_SPEC,
     DEFAULT_TASK_TYPE,
-    TASK_STATUS_STARTED,
     Task,
     TaskSpec,
-    thread_state,
 )
 from atasker.core.timer import Timer
 from atasker.errors import (
     MissingExtensionError,
     SupervisorStoppedError,
-    UnknownQueuePolicyError,
-    UnknownStatusStoreError,
-    UnknownTaskTypeError,
 )
 from atasker.plugin.manager import PluginManager, env_providers, make_plugin_manager
 from atasker.plugin.protocols import (
     EXECUTOR_MEMBERS,
     QUEUE_POLICY_MEMBERS,
-    STATUS_STORE_MEMBERS,
     Executor,
     StatusStore,
     missing_members,
 )
-from atasker.plugin.registry import Registry
+from atasker.plugin.registry import Registry, make_registries
 
 __all__ = ["DEFAULT_TIMEOUT_CRITICAL", "DEFAULT_TIMEOUT_WARNING", "TaskSupervisor"]
 
@@ -77,21 +70,6 @@ _EXTENSION_PROVIDERS = {
     "workers": "atasker.extras.workers",
     "live": "atasker.tools.liveview",
 }
-
-
-def _factory_check(kind: str, attribute: str, members: tuple[str, ...]) -> Callable[[Any], str | None]:
-    """A registry check: a record whose factory is a class lacking *members* is refused."""
-
-    def check(record: Any) -> str | None:
-        factory = getattr(record, attribute)
-        if not callable(factory):
-            return f"{attribute} must be callable, got {factory!r}"
-        missing = missing_members(factory, members) if isinstance(factory, type) else []
-        if missing:
-            return f"{kind} class {factory.__qualname__} lacks {', '.join(missing)}"
-        return None
-
-    return check
 
 
 class TaskSupervisor:
@@ -148,23 +126,21 @@ class TaskSupervisor:
         self._block_plugins = list(block_plugins)
         self._autoload = autoload
         self._providers = dict(providers or {})
-        self._queue_policy_name = queue_policy
-        self._status_store_url = status_store
         self._pool_config: dict[str, dict[str, int]] = {}
         if pool_size is not None or reserve_normal is not None or reserve_high is not None:
-            self._pool_config[DEFAULT_TASK_TYPE] = self._check_sizes(pool_size, reserve_normal, reserve_high)
+            self._pool_config[DEFAULT_TASK_TYPE] = check_sizes(pool_size, reserve_normal, reserve_high)
         self._dispatch = Dispatcher(name, self.report_internal_error)
         # Executors report on the hot path: the bound method of the
         # dispatcher saves a call per task (the method below documents it).
         self.task_done = self._dispatch.task_done  # type: ignore[method-assign]
+        self._lifecycle = Lifecycle(self, self._dispatch)
+        self._lifecycle.queue_policy = queue_policy
+        self._lifecycle.status_store = status_store
         # Serialises start/stop and lazy executor creation (may be slow).
-        self._config_lock = threading.RLock()
-        self._stopped_event = threading.Event()
+        self._config_lock = self._lifecycle.config_lock
         self._pm: PluginManager | None = None
         self._registries: dict[str, Registry[Any]] | None = None
         self._extensions: dict[str, Any] = {}
-        self._policy_name = "priority"
-        self._ever_started = False
 
     # ------------------------------------------------------------ plugins
 
@@ -213,39 +189,7 @@ class TaskSupervisor:
         with self._config_lock:
             pm = self.plugin_manager
             if self._registries is None:
-                providers = {**env_providers(), **self._providers}
-                self._registries = {
-                    "task type": Registry(
-                        pm,
-                        "atasker_register_task_types",
-                        "task type",
-                        lambda r: r.name,
-                        providers,
-                        UnknownTaskTypeError,
-                        _factory_check("executor", "executor_factory", EXECUTOR_MEMBERS),
-                    ),
-                    "queue policy": Registry(
-                        pm,
-                        "atasker_register_queue_policies",
-                        "queue policy",
-                        lambda r: r.name,
-                        providers,
-                        UnknownQueuePolicyError,
-                        _factory_check("queue policy", "factory", QUEUE_POLICY_MEMBERS),
-                    ),
-                    "status store": Registry(
-                        pm,
-                        "atasker_register_status_stores",
-                        "status store",
-                        lambda r: r.scheme,
-                        providers,
-                        UnknownStatusStoreError,
-                        _factory_check("status store", "factory", STATUS_STORE_MEMBERS),
-                    ),
-                    "command": Registry(
-                        pm, "atasker_register_commands", "command", lambda r: r.name, providers, LookupError
-                    ),
-                }
+                self._registries = make_registries(pm, {**env_providers(), **self._providers})
             return self._registries[kind]
 
     def task_types(self) -> list[str]:
@@ -322,67 +266,7 @@ class TaskSupervisor:
         :raises TypeError: an option no plugin handles.
         :raises OSError: the trace file cannot be opened.
         """
-        if trace is not None:
-            options["trace"] = trace
-        options = {k: v for k, v in options.items() if v is not None}
-        with self._config_lock:
-            pm = self.plugin_manager
-            if self._dispatch.active:
-                if options:
-                    self._offer_options(options)
-                return
-            if queue_policy is not None:
-                self._queue_policy_name = queue_policy
-            if status_store is not None:
-                self._status_store_url = status_store
-            policy_name = self._queue_policy_name or os.environ.get("ATASKER_QUEUE_POLICY") or "priority"
-            store_url = self._status_store_url or os.environ.get("ATASKER_STATUS_STORE") or "memory://"
-            # Resolve both before changing any state, so a bad name leaves
-            # the supervisor stopped and usable.
-            self.registry("queue policy").get(policy_name)
-            self.registry("task type").sync()
-            scheme = store_url.split(":", 1)[0]
-            store = self.registry("status store").get(scheme).factory(store_url, self)
-            dispatch = self._dispatch
-            timer = Timer(f"atasker_{self.name}_timer", self.report_internal_error)
-            try:
-                with dispatch.lock:
-                    dispatch.store = store
-                    dispatch.timer = timer
-                self._offer_options(options)
-            except BaseException:
-                timer.stop()
-                store.close()
-                raise
-            self._policy_name = policy_name
-            with dispatch.lock:
-                dispatch.reset()
-                dispatch.active = True
-                dispatch.stopping = False
-            self._stopped_event.clear()
-            if not self._ever_started:
-                self._ever_started = True
-                lifecycle.watch_supervisor(self)
-        if pm.has_impls("atasker_supervisor_started"):
-            self._call_observer("atasker_supervisor_started", supervisor=self)
-
-    def _offer_options(self, options: dict[str, Any]) -> None:
-        """Give start() options to the plugins; raise for one nobody took."""
-        pm = self.plugin_manager
-        handled: set[str] = set()
-        for names in pm.hook.atasker_supervisor_starting(supervisor=self, options=dict(options)):
-            handled.update(names or ())
-        unknown = sorted(set(options) - handled)
-        if unknown:
-            raise TypeError(
-                f"start() got option(s) no registered plugin handles: {', '.join(unknown)}"
-                + (
-                    "; trace= needs plugin 'atasker.builtin.trace'"
-                    + (", which is blocked" if pm.is_blocked("atasker.builtin.trace") else "")
-                    if "trace" in unknown
-                    else ""
-                )
-            )
+        self._lifecycle.start(queue_policy, status_store, {"trace": trace, **options})
 
     def ensure_started(self) -> None:
         """Start the supervisor if it never ran (what first use does).
@@ -390,14 +274,36 @@ class TaskSupervisor:
         :raises SupervisorStoppedError: it ran and was stopped (``start()``
             starts it again).
         """
-        if self._dispatch.active:
-            return
-        with self._config_lock:
-            if self._dispatch.active:
-                return
-            if self._ever_started:
-                raise SupervisorStoppedError(f"task supervisor {self.name!r} is stopped; call start() to use it again")
-            self.start()
+        self._lifecycle.ensure_started()
+
+    def stop(self, wait: bool | float = True, cancel_tasks: bool = False) -> bool:
+        """Stop the supervisor; then submissions raise :class:`SupervisorStoppedError`.
+
+        While a ``wait`` stop drains (without ``cancel_tasks``), running tasks
+        may still submit follow-up tasks, and stop waits for those too.
+
+        :param wait: ``True`` -- wait for every queued and running task;
+            a number -- wait at most that many seconds, then cancel what is
+            still queued and log what is still running; ``False`` -- cancel
+            queued tasks and return without waiting for running ones (their
+            handles still resolve).
+        :param cancel_tasks: cancel queued and delayed tasks first (status
+            ``-1``, handles cancelled); running tasks finish.
+        :returns: ``True`` if every task ended before it returned.
+
+        Called from one of this supervisor's own thread tasks (or its
+        callback), stop waits for every *other* task and returns ``True``
+        once they have ended; the calling task then ends as usual.  From a
+        thread that reports other tasks' outcomes (the callbacks of process
+        and ``atasker-dask`` tasks run on one) only ``wait=False`` works:
+        waiting there raises ``RuntimeError``.  Do not call it with ``wait``
+        from a coroutine task: the event loop would be blocked.
+        """
+        return self._lifecycle.stop(wait, cancel_tasks)
+
+    def block(self) -> None:
+        """Block the calling thread until the supervisor is stopped."""
+        self._lifecycle.stopped.wait()
 
     def _slot(self, tt: str) -> Slot:
         slot = self._dispatch.slots.get(tt)
@@ -417,7 +323,8 @@ class TaskSupervisor:
                 reserve_high=config.get("reserve_high", task_type.reserve_high),
             )
             pm = self.plugin_manager
-            policy_name = pm.hook.atasker_select_queue_policy(supervisor=self, task_type=task_type) or self._policy_name
+            chosen = pm.hook.atasker_select_queue_policy(supervisor=self, task_type=task_type)
+            policy_name = chosen or self._lifecycle.policy_name
             policy = self.registry("queue policy").get(policy_name).factory(pool)
             missing = missing_members(policy, QUEUE_POLICY_MEMBERS)
             if missing:
@@ -535,21 +442,6 @@ class TaskSupervisor:
 
     # ------------------------------------------------------------ pool config
 
-    @staticmethod
-    def _check_sizes(pool_size: int | None, reserve_normal: int | None, reserve_high: int | None) -> dict[str, int]:
-        sizes = {}
-        for key, value in (
-            ("pool_size", pool_size),
-            ("reserve_normal", reserve_normal),
-            ("reserve_high", reserve_high),
-        ):
-            if value is None:
-                continue
-            if type(value) is not int or value < 0:
-                raise ValueError(f"{key} must be an int >= 0, got {value!r}")
-            sizes[key] = value
-        return sizes
-
     def set_pool(
         self,
         tt: str,
@@ -562,7 +454,7 @@ class TaskSupervisor:
         Arguments left ``None`` keep their value.  A change that makes room
         starts waiting tasks at once.  ``pool_size=0`` is unlimited.
         """
-        sizes = self._check_sizes(pool_size, reserve_normal, reserve_high)
+        sizes = check_sizes(pool_size, reserve_normal, reserve_high)
         dispatch = self._dispatch
         with self._config_lock:
             self._pool_config.setdefault(tt, {}).update(sizes)
@@ -653,128 +545,6 @@ class TaskSupervisor:
                 pm.hook.atasker_internalerror(exc=exc, where=where)
             except BaseException:
                 logger.exception("atasker_internalerror hook raised")
-
-    def _call_observer(self, hook_name: str, **kwargs: Any) -> None:
-        pm = self._pm
-        if pm is None or not pm.has_impls(hook_name):
-            return
-        try:
-            getattr(pm.hook, hook_name)(**kwargs)
-        except BaseException as exc:
-            self.report_internal_error(exc, f"hook {hook_name}")
-
-    # -------------------------------------------------------------- stopping
-
-    def block(self) -> None:
-        """Block the calling thread until the supervisor is stopped."""
-        self._stopped_event.wait()
-
-    def _own_tasks(self, wait: bool | float) -> int:
-        """How many unfinished tasks the calling thread itself holds.
-
-        A task calling ``stop()`` cannot end before it returns, nor can the
-        next task its worker already took; a thread that reports the
-        outcomes of *other* tasks cannot wait at all.
-        """
-        state = thread_state
-        current = state.running or state.reporting
-        if current is None or current.supervisor is not self:
-            return 0
-        waits = wait is not False and wait != 0
-        if state.running is None and state.reporting is not state.ran and waits and self.is_active():
-            raise RuntimeError(
-                f"stop(wait={wait!r}) called on {threading.current_thread().name}, which reports the "
-                f"outcomes of supervisor {self.name!r}'s other tasks: it would wait for itself; call "
-                "stop(wait=False) there, or stop from another thread"
-            )
-        return 1 + state.held
-
-    def stop(self, wait: bool | float = True, cancel_tasks: bool = False) -> bool:
-        """Stop the supervisor; then submissions raise :class:`SupervisorStoppedError`.
-
-        While a ``wait`` stop drains (without ``cancel_tasks``), running tasks
-        may still submit follow-up tasks, and stop waits for those too.
-
-        :param wait: ``True`` -- wait for every queued and running task;
-            a number -- wait at most that many seconds, then cancel what is
-            still queued and log what is still running; ``False`` -- cancel
-            queued tasks and return without waiting for running ones (their
-            handles still resolve).
-        :param cancel_tasks: cancel queued and delayed tasks first (status
-            ``-1``, handles cancelled); running tasks finish.
-        :returns: ``True`` if every task ended before it returned.
-
-        Called from one of this supervisor's own thread tasks (or its
-        callback), stop waits for every *other* task and returns ``True``
-        once they have ended; the calling task then ends as usual.  From a
-        thread that reports other tasks' outcomes (the callbacks of process
-        and ``atasker-dask`` tasks run on one) only ``wait=False`` works:
-        waiting there raises ``RuntimeError``.  Do not call it with ``wait``
-        from a coroutine task: the event loop would be blocked.
-        """
-        dispatch = self._dispatch
-        own = self._own_tasks(wait)
-        if self.is_active() and self._pm is not None and self._pm.has_impls("atasker_supervisor_stopping"):
-            self._call_observer("atasker_supervisor_stopping", supervisor=self, wait=wait, cancel_tasks=cancel_tasks)
-        with dispatch.lock:
-            if not dispatch.active or dispatch.stopping:
-                return dispatch.unfinished() == 0
-            dispatch.stopping = True
-            dispatch.draining = wait is not False and not cancel_tasks
-        if cancel_tasks or wait is False:
-            dispatch.cancel_all_queued()
-        all_done = True
-        # Wait without _config_lock: tasks may still call set_pool() etc.
-        if wait is not False:
-            deadline = None if wait is True else time.monotonic() + float(wait)
-            with dispatch.lock:
-                while dispatch.unfinished() > own:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        break
-                    dispatch.all_done.wait(remaining)
-                all_done = dispatch.unfinished() <= own
-                dispatch.draining = False
-            if not all_done:
-                dispatch.cancel_all_queued()
-                running = dispatch.running_tasks()
-                logger.warning(
-                    "task supervisor %r stopped after %s s with %d task(s) still running: %s",
-                    self.name,
-                    wait,
-                    len(running),
-                    ", ".join(f"{t.id} ({t.name})" for t in running[:20]),
-                )
-        else:
-            with dispatch.lock:
-                all_done = dispatch.unfinished() <= own
-        with self._config_lock:
-            for slot in list(dispatch.slots.values()):
-                try:
-                    slot.executor.shutdown(wait=all_done)
-                except Exception as exc:
-                    self.report_internal_error(exc, f"shutdown of {slot.pool.tt} executor")
-            self._call_observer(
-                "atasker_supervisor_stopped", supervisor=self, wait=wait, cancel_tasks=cancel_tasks, all_done=all_done
-            )
-            timer = dispatch.timer
-            if timer is not None:
-                timer.stop()
-            with dispatch.lock:
-                dispatch.timer = None
-                dispatch.active = False
-                dispatch.stopping = False
-            self._stopped_event.set()
-        # A store is closed once it has every final record (the calling
-        # task's comes after this; the at-exit fallback closes it then).
-        store = dispatch.store
-        if store is not None and all_done and not own:
-            store.close()
-        return all_done
-
-    def running_count(self, tt: str) -> int:
-        """Tasks of task type *tt* running now."""
-        return sum(1 for t in self._dispatch.running_tasks(tt) if t.status == TASK_STATUS_STARTED)
 
     # ------------------------------------------- the seed's methods: delegators
 

@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from atasker.errors import PluginConflictError
+from atasker.errors import (
+    PluginConflictError,
+    UnknownQueuePolicyError,
+    UnknownStatusStoreError,
+    UnknownTaskTypeError,
+)
 from atasker.plugin.manager import PluginManager
+from atasker.plugin.protocols import (
+    EXECUTOR_MEMBERS,
+    QUEUE_POLICY_MEMBERS,
+    STATUS_STORE_MEMBERS,
+    missing_members,
+)
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "factory_check", "make_registries"]
 
 logger = logging.getLogger("atasker")
 
@@ -136,3 +147,54 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<Registry {self.kind}: {', '.join(sorted(self.entries))}>"
+
+
+def factory_check(kind: str, attribute: str, members: tuple[str, ...]) -> Callable[[Any], str | None]:
+    """A registry check: a record whose factory is a class lacking *members* is refused."""
+
+    def check(record: Any) -> str | None:
+        factory = getattr(record, attribute)
+        if not callable(factory):
+            return f"{attribute} must be callable, got {factory!r}"
+        missing = missing_members(factory, members) if isinstance(factory, type) else []
+        if missing:
+            return f"{kind} class {factory.__qualname__} lacks {', '.join(missing)}"
+        return None
+
+    return check
+
+
+def make_registries(pm: PluginManager, providers: dict[str, str]) -> dict[str, Registry[Any]]:
+    """The four registries of one supervisor: task types, queue policies,
+    status stores and commands, each refusing a record whose factory class
+    lacks a protocol member."""
+    return {
+        "task type": Registry(
+            pm,
+            "atasker_register_task_types",
+            "task type",
+            lambda r: r.name,
+            providers,
+            UnknownTaskTypeError,
+            factory_check("executor", "executor_factory", EXECUTOR_MEMBERS),
+        ),
+        "queue policy": Registry(
+            pm,
+            "atasker_register_queue_policies",
+            "queue policy",
+            lambda r: r.name,
+            providers,
+            UnknownQueuePolicyError,
+            factory_check("queue policy", "factory", QUEUE_POLICY_MEMBERS),
+        ),
+        "status store": Registry(
+            pm,
+            "atasker_register_status_stores",
+            "status store",
+            lambda r: r.scheme,
+            providers,
+            UnknownStatusStoreError,
+            factory_check("status store", "factory", STATUS_STORE_MEMBERS),
+        ),
+        "command": Registry(pm, "atasker_register_commands", "command", lambda r: r.name, providers, LookupError),
+    }
