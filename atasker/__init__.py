@@ -17,10 +17,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-import atasker.builtin.coroutine.aloop as _aloop
 import atasker.builtin.mp.api as _process
 from atasker.api import TT_COROUTINE, TT_MP, TT_THREAD, background_task, wait_completed
-from atasker.builtin.coroutine.aloop import *  # noqa: F403  (the coroutine API, see aloop.__all__)
+from atasker.builtin.coroutine import ALoop, AloopStoppedError, UnknownAloopError
 from atasker.builtin.mp.api import *  # noqa: F403  (the process-task API, see process.__all__)
 from atasker.core.pool import Pool
 from atasker.core.supervisor import TaskSupervisor
@@ -129,6 +128,8 @@ __all__ = [
     "priority_band",
     "task_supervisor",
     "wait_completed",
-    *_aloop.__all__,
+    "ALoop",
+    "AloopStoppedError",
+    "UnknownAloopError",
     *_process.__all__,
 ]

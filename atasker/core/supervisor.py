@@ -567,7 +567,7 @@ class TaskSupervisor:
     def create_aloop(
         self, name: str, default: bool = False, daemon: bool = False, start: bool = True, **kw: Any
     ) -> Any:
-        """Create an aloop; see :meth:`atasker.builtin.coroutine.aloop.Aloops.create_aloop`."""
+        """Create an aloop; see :meth:`atasker.builtin.coroutine.aloops.Aloops.create_aloop`."""
         return self.extension("aloops", "create_aloop()").create_aloop(name, default, daemon, start, **kw)
 
     def get_aloop(self, name: str | None = None) -> Any:

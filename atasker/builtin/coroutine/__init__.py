@@ -2,21 +2,27 @@
 (TT_COROUTINE) and aloops, asyncio loops the supervisor runs in threads.
 
 * :mod:`.executor` -- :class:`CoroutineExecutor`;
-* :mod:`.aloop` -- :class:`ALoop` and the supervisor's aloop methods.
+* :mod:`.aloop` -- :class:`ALoop`, an event loop in a thread of its own;
+* :mod:`.aloops` -- :class:`Aloops`, the supervisor's aloop methods;
+* :mod:`.feeder` -- how tasks reach a loop from any thread.
 
 Blocking this plugin removes all of it.
 """
 
 from __future__ import annotations
 
-from atasker.builtin.coroutine.aloop import ALoop, Aloops, atasker_configure, atasker_supervisor_stopped
+from atasker.builtin.coroutine.aloop import ALoop
+from atasker.builtin.coroutine.aloops import Aloops, atasker_configure, atasker_supervisor_stopped
+from atasker.builtin.coroutine.errors import AloopStoppedError, UnknownAloopError
 from atasker.builtin.coroutine.executor import TT_COROUTINE, CoroutineExecutor, atasker_register_task_types
 
 __all__ = [
     "TT_COROUTINE",
     "ALoop",
+    "AloopStoppedError",
     "Aloops",
     "CoroutineExecutor",
+    "UnknownAloopError",
     "atasker_configure",
     "atasker_register_task_types",
     "atasker_supervisor_stopped",

@@ -3,13 +3,13 @@ on aloops or on any running asyncio loop.
 
 ::
 
-    submit(f) ─▶ validate: resolve loop= to a _Feeder ─▶ queue policy
+    submit(f) ─▶ validate: resolve loop= to a Feeder ─▶ queue policy
                                                           │ admitted
                                                           ▼
     start(task) ── in the loop's thread? ── yes ─▶ _start_in_loop
                           │ no                           ▲
                           ▼                              │
-                   _Feeder.push ── one wake-up ─▶ _Feeder.drain (loop thread)
+                   Feeder.push ── one wake-up ─▶ Feeder.drain (loop thread)
 
     _start_in_loop: coro = f(*args, **kwargs); loop.create_task(coro)
     asyncio task done ─▶ _Run.done ─▶ supervisor.task_done(result | exception
@@ -38,7 +38,8 @@ from atasker.plugin.hookspecs import hookimpl
 from atasker.plugin.protocols import BaseExecutor, TaskType
 
 if TYPE_CHECKING:
-    from atasker.builtin.coroutine.aloop import Aloops, _Feeder
+    from atasker.builtin.coroutine.aloops import Aloops
+    from atasker.builtin.coroutine.feeder import Feeder
     from atasker.core.supervisor import TaskSupervisor
 
 __all__ = ["TT_COROUTINE", "CoroutineExecutor"]
@@ -55,7 +56,7 @@ class _Run:
 
     __slots__ = ("atask", "cancel_requested", "executor", "feeder", "task", "timed_out", "timer")
 
-    def __init__(self, executor: CoroutineExecutor, task: Task, feeder: _Feeder) -> None:
+    def __init__(self, executor: CoroutineExecutor, task: Task, feeder: Feeder) -> None:
         self.executor = executor
         self.task: Task | None = task
         self.feeder = feeder
