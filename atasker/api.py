@@ -15,18 +15,12 @@ from typing import Any, TypeVar, overload
 from atasker.builtin.coroutine.aloop import TT_COROUTINE
 from atasker.builtin.mp.api import TT_MP
 from atasker.builtin.thread import TT_THREAD
-from atasker.core.supervisor import TaskSupervisor
+from atasker.core.supervisor import TaskSupervisor, default_supervisor
 from atasker.core.task import TASK_NORMAL, Task, TaskSpec
 
 __all__ = ["TT_COROUTINE", "TT_MP", "TT_THREAD", "background_task", "wait_completed"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _default_supervisor() -> TaskSupervisor:
-    from atasker import task_supervisor
-
-    return task_supervisor
 
 
 @overload
@@ -106,7 +100,7 @@ def _task_starter(
 
     @functools.wraps(f)
     def start_task(*args: Any, **kwargs: Any) -> Task:
-        return (supervisor or _default_supervisor()).submit(f, args, kwargs, spec=spec)
+        return (supervisor or default_supervisor()).submit(f, args, kwargs, spec=spec)
 
     start_task.background_task = True  # type: ignore[attr-defined]
     return start_task

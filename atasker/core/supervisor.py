@@ -54,7 +54,7 @@ from atasker.plugin.protocols import (
 )
 from atasker.plugin.registry import Registry, make_registries
 
-__all__ = ["DEFAULT_TIMEOUT_CRITICAL", "DEFAULT_TIMEOUT_WARNING", "TaskSupervisor"]
+__all__ = ["DEFAULT_TIMEOUT_CRITICAL", "DEFAULT_TIMEOUT_WARNING", "TaskSupervisor", "default_supervisor"]
 
 logger = logging.getLogger("atasker")
 
@@ -611,3 +611,14 @@ class TaskSupervisor:
     def __repr__(self) -> str:
         state = "active" if self.is_active() else "stopped"
         return f"<TaskSupervisor {self.name!r} {state}>"
+
+
+def default_supervisor() -> TaskSupervisor:
+    """``atasker.task_supervisor``: the supervisor used where none is given.
+
+    Read at each call, not at import, so that code (and tests) that replace
+    ``atasker.task_supervisor`` are followed.
+    """
+    import atasker  # the package made it; read it from there, see above
+
+    return atasker.task_supervisor

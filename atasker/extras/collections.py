@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from atasker.core.supervisor import default_supervisor
 from atasker.core.task import TASK_NORMAL, validate_priority
 
 if TYPE_CHECKING:
@@ -104,9 +105,7 @@ class TaskCollection(FunctionCollection):
         self.supervisor = supervisor
 
     def execute(self) -> tuple[dict[str, Any], bool]:
-        from atasker import task_supervisor
-
-        sup = self.supervisor or task_supervisor
+        sup = self.supervisor or default_supervisor()
         entries = sorted(self._functions, key=lambda e: e[:2])
         tasks = [(f, sup.submit(f, priority=priority, name=_key(f))) for priority, _, f in entries]
         concurrent.futures.wait([t for _, t in tasks])

@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from atasker.core.supervisor import default_supervisor
 from atasker.core.task import TASK_NORMAL, Task, TaskSpec, validate_priority
 from atasker.plugin.hookspecs import hookimpl
 
@@ -53,12 +54,6 @@ _QUEUE_CLASSES: dict[Any, type[queue_module.Queue[Any]]] = {
     asyncio.PriorityQueue: queue_module.PriorityQueue,
     asyncio.LifoQueue: queue_module.LifoQueue,
 }
-
-
-def _default_supervisor() -> TaskSupervisor:
-    from atasker import task_supervisor
-
-    return task_supervisor
 
 
 class BackgroundWorker:
@@ -205,7 +200,7 @@ class BackgroundWorker:
         self.start(*args, **kwargs)
 
     def _supervisor(self) -> TaskSupervisor:
-        return self.supervisor or _default_supervisor()
+        return self.supervisor or default_supervisor()
 
     # ---------------------------------------------------------- scheduling
 

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from atasker.core.supervisor import default_supervisor
 from atasker.core.task import Task
 from atasker.plugin.hookspecs import hookimpl
 
@@ -473,7 +474,7 @@ def live(supervisor: TaskSupervisor | None = None, *, total: int | None = None, 
         ``refresh_per_second``, ``plain_interval``, ``title``).
     """
     if supervisor is None:
-        from atasker import task_supervisor as supervisor
+        supervisor = default_supervisor()
     return LiveView(supervisor, total=total, **options)
 
 

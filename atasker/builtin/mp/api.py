@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from atasker.builtin.mp.options import check_options
+from atasker.core.supervisor import default_supervisor
 from atasker.core.task import TaskSpec
 from atasker.errors import AtaskerError, WorkerDiedError
 
@@ -198,8 +199,7 @@ async def co_mp_apply(
         :class:`TaskPicklingError`, or :class:`SupervisorStoppedError`.
     """
     if supervisor is None:
-        from atasker import task_supervisor as supervisor
-    assert supervisor is not None
+        supervisor = default_supervisor()
     spec = TaskSpec(tt=tt, delay=delay) if priority is None else TaskSpec(tt=tt, delay=delay, priority=priority)
     task = supervisor.submit(f, tuple(args), dict(kwargs) if kwargs else {}, spec=spec)
     return await asyncio.wrap_future(task)

@@ -45,7 +45,7 @@ import weakref
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from atasker.builtin.mp.api import ProcessPoolControl, TaskPicklingError
+from atasker.builtin.mp.api import TT_MP, ProcessPoolControl, TaskPicklingError
 from atasker.builtin.mp.manager import WorkerManager
 from atasker.builtin.mp.options import check_options, default_start_method, start_context
 from atasker.builtin.mp.worker import PLAIN_TYPES, PROTOCOL, describe, dumps
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TT_MP", "MPExecutor", "check_options", "cpu_count", "default_start_method"]
 
-TT_MP = "mp"
 
 #: Extra workers for NORMAL and HIGH tasks.  Processes are costly (memory,
 #: start-up) and CPU-bound work gains nothing from oversubscribing cores, so

@@ -33,15 +33,14 @@ import itertools
 import logging
 import os
 import pickle
-import select
 import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from atasker.builtin.mp import worker as mp_worker
 from atasker.builtin.mp.api import ProcessDiedError, RemoteTraceback, TaskPicklingError
-from atasker.builtin.mp.worker import ERROR, EXIT, FAILED, INIT_FAILED, OK, READY, send_msg, worker_main
+from atasker.builtin.mp.spawn import Poller, Worker, describe_exit, grow_pipe, start_worker_process
+from atasker.builtin.mp.worker import ERROR, EXIT, FAILED, HEADER, INIT_FAILED, OK, READY, frame_end, send_msg
 
 if TYPE_CHECKING:
     from atasker.core.supervisor import TaskSupervisor
@@ -57,141 +56,8 @@ EXIT_GRACE = 3.0
 #: Seconds between a worker closing its reply pipe and it being killed, if
 #: it has not exited by itself by then.
 EOF_GRACE = 1.0
-#: Pipe buffer asked for (Linux ``F_SETPIPE_SZ``): sending a task of moderate
-#: size to an idle or starting worker then never blocks the sending thread.
-PIPE_SIZE = 1 << 20
-_F_SETPIPE_SZ = 1031
 _CHUNK = 1 << 16
 _READ, _SENTINEL = 0, 1
-
-#: What a spawned or forkserver worker runs (``exec`` is its target): load
-#: ``mp_worker.py`` by path, without the ``atasker`` package, whose import
-#: (asyncio, pluggy, importlib.metadata, ...) would multiply a worker's
-#: start-up time; the worker loop needs only the standard library.
-_BOOT = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("_atasker_mp_worker", path)
-module = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = module
-spec.loader.exec_module(module)
-del spec, importlib, sys
-module.worker_main(*args)
-"""
-
-
-def _grow_pipe(fd: int) -> None:
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
-    except (ImportError, OSError):
-        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default will do
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """``exited with code 3`` / ``was killed by SIGKILL (exit code -9)``."""
-    if exitcode is None:
-        return "ended (exit status unknown)"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        return f"was killed by {name} (exit code {exitcode})"
-    return f"exited with code {exitcode}"
-
-
-def _cloudpickle_fork_guard() -> Any:
-    """Hold cloudpickle's class-tracker lock across a fork.
-
-    A forked worker inherits every lock and every dict as they are at that
-    instant; if another thread were pickling a class by value just then, the
-    worker would find the tracker half-updated and its lock held forever.
-    Held here, the tracker is consistent; the worker replaces the lock (see
-    ``mp_worker._after_fork``).
-    """
-    import cloudpickle.cloudpickle as cp
-
-    return getattr(cp, "_DYNAMIC_CLASS_TRACKER_LOCK", None) or contextlib.nullcontext()
-
-
-class _Poller:
-    """``epoll`` where there is one, else ``poll``: level-triggered, read events."""
-
-    def __init__(self) -> None:
-        if hasattr(select, "epoll"):
-            self._poller: Any = select.epoll()
-            self._mask = select.EPOLLIN
-            self._scale = 1.0
-        else:
-            self._poller = select.poll()
-            self._mask = select.POLLIN
-            self._scale = 1000.0  # poll() takes milliseconds
-
-    def register(self, fd: int) -> None:
-        self._poller.register(fd, self._mask)
-
-    def unregister(self, fd: int) -> None:
-        self._poller.unregister(fd)
-
-    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
-        if timeout is None:
-            return self._poller.poll(-1)
-        return self._poller.poll(timeout * self._scale)
-
-    def fileno(self) -> int:
-        return self._poller.fileno() if hasattr(self._poller, "fileno") else -1
-
-    def close(self) -> None:
-        if hasattr(self._poller, "close"):
-            self._poller.close()
-
-
-class Worker:
-    """One worker process, its two pipes, and the task it runs."""
-
-    __slots__ = (
-        "dead",
-        "eof",
-        "fate",
-        "generation",
-        "idle_armed",
-        "idle_since",
-        "init_error",
-        "ntasks",
-        "pid",
-        "proc",
-        "rbuf",
-        "rconn",
-        "ready",
-        "retiring",
-        "rfd",
-        "send_lock",
-        "sentinel",
-        "task",
-        "wconn",
-    )
-
-    def __init__(self, proc: Any, rconn: Any, wconn: Any, generation: int) -> None:
-        self.proc = proc
-        self.pid: int = proc.pid
-        self.sentinel: int = proc.sentinel
-        self.rconn = rconn  # replies from the worker (the Connection owns the descriptor)
-        self.wconn = wconn  # tasks to the worker
-        self.rfd: int = rconn.fileno()
-        self.rbuf = bytearray()  # reply bytes read past the last complete message
-        self.generation = generation
-        self.send_lock = threading.Lock()
-        self.task: Task | None = None
-        self.fate: str | None = None  # "cancel" / "timeout": killed on purpose
-        self.ready = False
-        self.dead = False
-        self.eof = False
-        self.retiring = False
-        self.ntasks = 0
-        self.idle_since = 0.0
-        self.idle_armed = False  # an "idle" deadline is pending for it
-        self.init_error: str | None = None
 
 
 class WorkerManager:
@@ -233,7 +99,7 @@ class WorkerManager:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._poller = _Poller()
+        self._poller = Poller()
         self._poller.register(self._wake_r)
         self._fds: dict[int, tuple[int, Worker]] = {}
         self._thread = threading.Thread(target=self._run, name=f"atasker_mp_{supervisor.name}", daemon=True)
@@ -421,12 +287,12 @@ class WorkerManager:
                 self._push_deadline(time.monotonic() + EOF_GRACE, "kill", w, None)
             return True
         buf = w.rbuf
-        if not buf and len(chunk) == 4 + int.from_bytes(chunk[:4], "big"):
-            self._on_reply(w, chunk[4:])  # the usual case: exactly one message
+        if not buf and len(chunk) == frame_end(chunk):
+            self._on_reply(w, chunk[HEADER:])  # the usual case: exactly one message
             return True
         buf += chunk
-        while len(buf) >= 4:
-            end = 4 + int.from_bytes(buf[:4], "big")
+        while len(buf) >= HEADER:
+            end = frame_end(buf)
             if len(buf) < end:
                 if len(chunk) == _CHUNK:  # more is waiting, read it now
                     try:
@@ -437,7 +303,7 @@ class WorkerManager:
                         buf += chunk
                         continue
                 return True
-            data = bytes(buf[4:end])
+            data = bytes(buf[HEADER:end])
             del buf[:end]
             self._on_reply(w, data)
         return True
@@ -609,8 +475,8 @@ class WorkerManager:
         ctx = self._ctx
         task_r, task_w = ctx.Pipe(duplex=False)
         reply_r, reply_w = ctx.Pipe(duplex=False)
-        _grow_pipe(task_w.fileno())
-        _grow_pipe(reply_w.fileno())
+        grow_pipe(task_w.fileno())
+        grow_pipe(reply_w.fileno())
         with self._lock:
             generation = self._generation
             init = self._init
@@ -619,33 +485,18 @@ class WorkerManager:
             # closes the parent's ends of all pipes, or a sibling would keep
             # them open after the parent is gone.
             inherited = [fd for w in self._workers if w.wconn is not None for fd in (w.rfd, w.wconn.fileno())]
-        args: tuple[Any, ...] = (task_r, reply_w, init, ())
-        fork_guard: Any = contextlib.nullcontext()
-        if self._start_method == "fork":  # already imported here: nothing to gain from _BOOT
-            close = (*inherited, task_w.fileno(), reply_r.fileno(), self._wake_r, self._wake_w, self._poller.fileno())
-            target: Any = worker_main
-            args = (task_r, reply_w, init, close)
-            fork_guard = _cloudpickle_fork_guard()
-        elif os.path.isfile(mp_worker.__file__):
-            target, args = exec, (_BOOT, {"path": mp_worker.__file__, "args": args})
-        else:  # imported from a zip: no file to load by path
-            target = worker_main
-        proc = ctx.Process(
-            target=target,
-            args=args,
+        close = (*inherited, self._wake_r, self._wake_w, self._poller.fileno())
+        proc = start_worker_process(
+            ctx,
+            self._start_method,
+            task_r,
+            task_w,
+            reply_r,
+            reply_w,
+            init,
+            close,
             name=f"atasker_mp_{self._supervisor.name}_{number}",
-            daemon=False,  # tasks may start processes of their own
         )
-        try:
-            with fork_guard:
-                proc.start()
-        except BaseException:
-            task_w.close()
-            reply_r.close()
-            raise
-        finally:
-            task_r.close()
-            reply_w.close()
         os.set_blocking(reply_r.fileno(), False)
         w = Worker(proc, reply_r, task_w, generation)
         self._fds[w.rfd] = (_READ, w)

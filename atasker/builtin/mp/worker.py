@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PLAIN_TYPES", "PROTOCOL", "describe", "dumps", "recv_msg", "send_msg", "worker_main"]
+__all__ = ["HEADER", "PLAIN_TYPES", "PROTOCOL", "describe", "dumps", "frame_end", "recv_msg", "send_msg", "worker_main"]
 
 #: Reply tags (the first item of every reply tuple).
 OK = 0  # (OK, result)
@@ -57,13 +57,25 @@ _CHUNK = 1 << 16
 PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
+#: The wire format, both ways: each message is a 4-byte big-endian length
+#: and that many bytes of pickle.  This module is the only one that writes
+#: or parses it (the manager thread uses :func:`frame_end` for its
+#: non-blocking reads).
+HEADER = 4
+
+
+def frame_end(buf: bytes | bytearray) -> int:
+    """Where the message that starts *buf* ends (*buf* holds its header)."""
+    return HEADER + int.from_bytes(buf[:HEADER], "big")
+
+
 def send_msg(fd: int, data: bytes) -> None:
     """Write one framed message to a blocking pipe (retrying short writes)."""
     n = len(data)
     if n < _CHUNK:
-        view = memoryview(n.to_bytes(4, "big") + data)
-    else:  # do not copy a big message just to prepend 4 bytes
-        os.write(fd, n.to_bytes(4, "big"))
+        view = memoryview(n.to_bytes(HEADER, "big") + data)
+    else:  # do not copy a big message just to prepend its header
+        os.write(fd, n.to_bytes(HEADER, "big"))
         view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -74,18 +86,18 @@ def recv_msg(fd: int, buf: bytearray) -> bytes | None:
 
     Blocks until the message is complete.  Returns ``None`` at EOF.
     """
-    while len(buf) < 4:
+    while len(buf) < HEADER:
         chunk = os.read(fd, _CHUNK)
         if not chunk:
             return None
         buf += chunk
-    end = 4 + int.from_bytes(buf[:4], "big")
+    end = frame_end(buf)
     while len(buf) < end:
         chunk = os.read(fd, max(_CHUNK, end - len(buf)))
         if not chunk:
             return None
         buf += chunk
-    data = bytes(buf[4:end])
+    data = bytes(buf[HEADER:end])
     del buf[:end]
     return data
 

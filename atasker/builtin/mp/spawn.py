@@ -1,0 +1,200 @@
+"""One worker process, parent side: starting it, its pipes, its record, and
+the poller the manager thread waits in."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+from atasker.builtin.mp import worker as mp_worker
+from atasker.builtin.mp.worker import worker_main
+
+if TYPE_CHECKING:
+    from atasker.core.task import Task
+
+__all__ = ["BOOT", "PIPE_SIZE", "Poller", "Worker", "describe_exit", "grow_pipe", "start_worker_process"]
+
+#: Pipe buffer asked for (Linux ``F_SETPIPE_SZ``): sending a task of moderate
+#: size to an idle or starting worker then never blocks the sending thread.
+PIPE_SIZE = 1 << 20
+_F_SETPIPE_SZ = 1031
+
+#: What a spawned or forkserver worker runs (``exec`` is its target): load
+#: ``mp_worker.py`` by path, without the ``atasker`` package, whose import
+#: (asyncio, pluggy, importlib.metadata, ...) would multiply a worker's
+#: start-up time; the worker loop needs only the standard library.
+BOOT = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("_atasker_mp_worker", path)
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module
+spec.loader.exec_module(module)
+del spec, importlib, sys
+module.worker_main(*args)
+"""
+
+
+def grow_pipe(fd: int) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+    except (ImportError, OSError):
+        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default will do
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """``exited with code 3`` / ``was killed by SIGKILL (exit code -9)``."""
+    if exitcode is None:
+        return "ended (exit status unknown)"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"was killed by {name} (exit code {exitcode})"
+    return f"exited with code {exitcode}"
+
+
+def cloudpickle_fork_guard() -> Any:
+    """Hold cloudpickle's class-tracker lock across a fork.
+
+    A forked worker inherits every lock and every dict as they are at that
+    instant; if another thread were pickling a class by value just then, the
+    worker would find the tracker half-updated and its lock held forever.
+    Held here, the tracker is consistent; the worker replaces the lock (see
+    ``mp_worker._after_fork``).
+    """
+    import cloudpickle.cloudpickle as cp
+
+    return getattr(cp, "_DYNAMIC_CLASS_TRACKER_LOCK", None) or contextlib.nullcontext()
+
+
+class Poller:
+    """``epoll`` where there is one, else ``poll``: level-triggered, read events."""
+
+    def __init__(self) -> None:
+        if hasattr(select, "epoll"):
+            self._poller: Any = select.epoll()
+            self._mask = select.EPOLLIN
+            self._scale = 1.0
+        else:
+            self._poller = select.poll()
+            self._mask = select.POLLIN
+            self._scale = 1000.0  # poll() takes milliseconds
+
+    def register(self, fd: int) -> None:
+        self._poller.register(fd, self._mask)
+
+    def unregister(self, fd: int) -> None:
+        self._poller.unregister(fd)
+
+    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
+        if timeout is None:
+            return self._poller.poll(-1)
+        return self._poller.poll(timeout * self._scale)
+
+    def fileno(self) -> int:
+        return self._poller.fileno() if hasattr(self._poller, "fileno") else -1
+
+    def close(self) -> None:
+        if hasattr(self._poller, "close"):
+            self._poller.close()
+
+
+class Worker:
+    """One worker process, its two pipes, and the task it runs."""
+
+    __slots__ = (
+        "dead",
+        "eof",
+        "fate",
+        "generation",
+        "idle_armed",
+        "idle_since",
+        "init_error",
+        "ntasks",
+        "pid",
+        "proc",
+        "rbuf",
+        "rconn",
+        "ready",
+        "retiring",
+        "rfd",
+        "send_lock",
+        "sentinel",
+        "task",
+        "wconn",
+    )
+
+    def __init__(self, proc: Any, rconn: Any, wconn: Any, generation: int) -> None:
+        self.proc = proc
+        self.pid: int = proc.pid
+        self.sentinel: int = proc.sentinel
+        self.rconn = rconn  # replies from the worker (the Connection owns the descriptor)
+        self.wconn = wconn  # tasks to the worker
+        self.rfd: int = rconn.fileno()
+        self.rbuf = bytearray()  # reply bytes read past the last complete message
+        self.generation = generation
+        self.send_lock = threading.Lock()
+        self.task: Task | None = None
+        self.fate: str | None = None  # "cancel" / "timeout": killed on purpose
+        self.ready = False
+        self.dead = False
+        self.eof = False
+        self.retiring = False
+        self.ntasks = 0
+        self.idle_since = 0.0
+        self.idle_armed = False  # an "idle" deadline is pending for it
+        self.init_error: str | None = None
+
+
+def start_worker_process(
+    ctx: Any,
+    start_method: str,
+    task_r: Any,
+    task_w: Any,
+    reply_r: Any,
+    reply_w: Any,
+    init: bytes | None,
+    close: tuple[int, ...],
+    name: str,
+) -> Any:
+    """Start one worker process on the two pipes; return the process.
+
+    The child's ends are closed here once it runs.  A forked child runs the
+    worker loop directly and closes *close* (the parent's descriptors it
+    inherits, and the parent's ends of its own pipes); a spawned or
+    forkserver child loads ``worker.py`` by path (:data:`BOOT`).
+    """
+    args: tuple[Any, ...] = (task_r, reply_w, init, ())
+    fork_guard: Any = contextlib.nullcontext()
+    if start_method == "fork":  # already imported here: nothing to gain from BOOT
+        target: Any = worker_main
+        args = (task_r, reply_w, init, (*close, task_w.fileno(), reply_r.fileno()))
+        fork_guard = cloudpickle_fork_guard()
+    elif os.path.isfile(mp_worker.__file__):
+        target, args = exec, (BOOT, {"path": mp_worker.__file__, "args": args})
+    else:  # imported from a zip: no file to load by path
+        target = worker_main
+    proc = ctx.Process(
+        target=target,
+        args=args,
+        name=name,
+        daemon=False,  # tasks may start processes of their own
+    )
+    try:
+        with fork_guard:
+            proc.start()
+    except BaseException:
+        task_w.close()
+        reply_r.close()
+        raise
+    finally:
+        task_r.close()
+        reply_w.close()
+    return proc
