@@ -22,7 +22,7 @@ from atasker.api import TT_COROUTINE, TT_MP, TT_THREAD, background_task, wait_co
 from atasker.builtin.coroutine import ALoop, AloopStoppedError, UnknownAloopError
 from atasker.builtin.mp.api import *  # noqa: F403  (the process-task API, see process.__all__)
 from atasker.core.pool import Pool
-from atasker.core.supervisor import TaskSupervisor
+from atasker.core.supervisor import TaskSupervisor, default_supervisor
 from atasker.core.task import (
     TASK_CRITICAL,
     TASK_HIGH,
@@ -122,6 +122,7 @@ __all__ = [
     "WorkerDiedError",
     "__version__",
     "background_task",
+    "default_supervisor",
     "hookimpl",
     "hookspec",
     "live",

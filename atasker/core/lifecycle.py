@@ -79,6 +79,12 @@ def after_fork_in_child(callback: Callable[[], object]) -> None:
 
 def _register() -> None:
     global _registered
+    # concurrent.futures registers its own exit hook when its thread module
+    # is first imported, and hooks run newest first: imported before ours is
+    # registered, it shuts its pools (which asyncio, Dask's scheduler and
+    # tasks use) only after the supervisors stopped.
+    import concurrent.futures.thread  # noqa: F401
+
     with _lock:
         if _registered:
             return

@@ -43,6 +43,7 @@ from atasker import TaskType, hookimpl
 from .config import DEFAULT_CLUSTER_CONFIG, ENV_ADDRESS, DaskSettings, configure, local_cluster
 from .errors import DaskTaskTimeoutError, DaskWorkerDiedError, SchedulerLostError, SchedulerUnavailableError
 from .executor import SUBMIT_OPTIONS, DaskExecutor
+from .registry import atasker_configure
 
 if TYPE_CHECKING:
     from atasker import TaskSupervisor
@@ -58,6 +59,7 @@ __all__ = [
     "DaskWorkerDiedError",
     "SchedulerLostError",
     "SchedulerUnavailableError",
+    "atasker_configure",
     "co_dask_apply",
     "configure",
     "get_client",

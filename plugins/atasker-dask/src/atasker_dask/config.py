@@ -9,10 +9,11 @@ either, atasker starts a :func:`local_cluster` and closes it on ``stop()``.
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from atasker import default_supervisor
 
 if TYPE_CHECKING:
     from distributed import LocalCluster
@@ -64,15 +65,6 @@ class DaskSettings:
             address = getattr(self.cluster, "scheduler_address", None)
             return f"the Dask scheduler of {type(self.cluster).__name__} {address or self.cluster!r}"
         return "a local Dask cluster"
-
-
-_settings: weakref.WeakKeyDictionary[TaskSupervisor, DaskSettings] = weakref.WeakKeyDictionary()
-
-
-def _default_supervisor() -> TaskSupervisor:
-    from atasker import task_supervisor
-
-    return task_supervisor
 
 
 def configure(
@@ -156,7 +148,7 @@ def configure(
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
     if supervisor is None:
-        supervisor = _default_supervisor()
+        supervisor = default_supervisor()
     settings = DaskSettings(
         address=address,
         scheduler_file=scheduler_file,
@@ -169,22 +161,25 @@ def configure(
         retry_interval=float(retry_interval),
         submit_interval=None if submit_interval is None else float(submit_interval),
     )
-    from .registry import executor_of
+    from .registry import state_of
 
-    executor = executor_of(supervisor)
+    state = state_of(supervisor, "atasker_dask.configure()")
+    executor = state.executor
     if executor is not None and executor.in_use():
         raise RuntimeError(
             f"the dask executor of supervisor {supervisor.name!r} is already connected to "
             f"{executor.settings.describe()}; call atasker_dask.configure() before its first dask task, "
             "or stop the supervisor first"
         )
-    _settings[supervisor] = settings
+    state.settings = settings
     return settings
 
 
 def settings_for(supervisor: TaskSupervisor) -> DaskSettings:
     """The settings of *supervisor*: :func:`configure`'s, else from the environment."""
-    settings = _settings.get(supervisor)
+    from .registry import state_of
+
+    settings = state_of(supervisor).settings
     if settings is not None:
         return settings
     address = os.environ.get(ENV_ADDRESS, "").strip()

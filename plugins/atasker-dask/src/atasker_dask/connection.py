@@ -25,7 +25,6 @@ from atasker import SupervisorStoppedError, Task
 from .clients import check_saturation, close_quietly, open_client, set_submit_interval
 from .config import DaskSettings, settings_for
 from .errors import SchedulerLostError, SchedulerUnavailableError
-from .registry import register_exit_hook
 from .sizing import cluster_threads
 
 if TYPE_CHECKING:
@@ -285,7 +284,6 @@ class Connection:
         error: BaseException | None = None
         try:
             client, cluster = open_client(settings, self.cluster)
-            register_exit_hook()
             client.subscribe_topic("all", self._on_cluster_event)
             set_submit_interval(client, settings.submit_interval)
             threads = cluster_threads(client)

@@ -3,19 +3,19 @@
 A Dask client does its work on an event loop, which must never wait for
 atasker's ``task_done`` (it calls user callbacks and hooks, which may be
 slow).  So the loop only gathers results, in batches, and hands them over;
-this thread reports them, runs posted jobs (cancellations, pool refreshes)
-and fires timeouts.
+this thread reports them and runs posted jobs (cancellations, pool
+refreshes, and timeouts: the supervisor's timer posts them here when they
+are due, so that every outcome is reported on this one thread).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
+
+from atasker import AtaskerError
 
 __all__ = ["EventThread"]
 
@@ -23,9 +23,9 @@ logger = logging.getLogger("atasker.dask")
 
 
 class EventThread:
-    """Runs ``on_batch(items)``, posted jobs and due timers, in that order.
+    """Runs ``on_batch(items)``, then posted jobs (due timers among them).
 
-    Sleeps on a condition until there is work or a timer is due; never polls.
+    Sleeps on a condition until there is work; never polls.
     Started on first use; :meth:`stop` ends it after the work already posted.
     """
 
@@ -36,8 +36,6 @@ class EventThread:
         self._cond = threading.Condition(threading.Lock())
         self._done: list[Any] = []
         self._jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-        self._timers: list[tuple[float, int, Callable[..., Any], tuple[Any, ...]]] = []
-        self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -67,13 +65,18 @@ class EventThread:
             return True
 
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on this thread at ``time.monotonic()`` *when*."""
+        """Run ``fn(*args)`` on this thread at ``time.monotonic()`` *when*.
+
+        The supervisor's timer keeps the deadline and posts the call here;
+        once the supervisor or this thread stopped, the call is dropped.
+        """
         with self._cond:
             if self._stopped:
                 return
-            heapq.heappush(self._timers, (when, next(self._seq), fn, args))
-            self._ensure_thread()
-            self._cond.notify()
+        try:
+            self._supervisor.timer.call_at(when, self.post, fn, *args)
+        except (AtaskerError, RuntimeError):
+            pass  # the supervisor stopped: its tasks' deadlines no longer matter
 
     def is_current(self) -> bool:
         """Whether the caller runs on this thread."""
@@ -85,28 +88,17 @@ class EventThread:
         # stop(wait=True) from a callback fails rather than waits for itself.
         cond = self._cond
         while True:
-            due: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
             with cond:
                 while not (self._done or self._jobs):
                     if self._stopped:
-                        return  # stop() dropped the timers
-                    delay = None
-                    if self._timers:
-                        delay = self._timers[0][0] - time.monotonic()
-                        if delay <= 0:
-                            break
-                    cond.wait(delay)
+                        return
+                    cond.wait()
                 done, self._done = self._done, []
                 jobs, self._jobs = self._jobs, []
-                now = time.monotonic()
-                while self._timers and self._timers[0][0] <= now:
-                    _, _, fn, args = heapq.heappop(self._timers)
-                    due.append((fn, args))
+            # Outcomes first: one that arrives with its task's timeout wins.
             if done:
                 self._call(self._on_batch, (done,))
             for fn, args in jobs:
-                self._call(fn, args)
-            for fn, args in due:
                 self._call(fn, args)
 
     @staticmethod
@@ -117,10 +109,9 @@ class EventThread:
             logger.exception("atasker-dask: %r failed", fn)
 
     def stop(self, wait: bool = True) -> None:
-        """Stop after the futures and jobs already posted (timers are dropped)."""
+        """Stop after the futures and jobs already posted (later timers are dropped)."""
         with self._cond:
             self._stopped = True
-            self._timers.clear()
             thread = self._thread
             self._cond.notify()
         if wait and thread is not None and thread is not threading.current_thread():

@@ -76,7 +76,7 @@ class DaskExecutor:
         self._submitter = Submitter(self._connection, self._report, self._report_soon)
         self._sizer = PoolSizer(supervisor, pool, self._connection, self._events)
         self._collector = OutcomeCollector(self._submitter, self._connection, self._events, self._report, self._busy)
-        registry.register(supervisor, self)
+        registry.state_of(supervisor).attach(self)
 
     # ------------------------------------------------------------ protocol
 
@@ -127,7 +127,7 @@ class DaskExecutor:
         pending = self._connection.mark_closed()
         if pending is None:
             return  # shut down already
-        registry.forget(self._supervisor, self)
+        registry.state_of(self._supervisor).detach(self)
         for task in pending + self._submitter.sweep():
             self._report(task, cancelled=True)
         self._events.stop(wait=wait)

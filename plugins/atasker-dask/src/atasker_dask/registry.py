@@ -1,76 +1,76 @@
-"""The live dask executors, one per supervisor, and the exit hook that stops them.
+"""The plugin's state in one supervisor: the extension ``"dask"``.
 
-Weak both ways: the supervisor holds its executor, never the other way round,
-and an executor its supervisor dropped is forgotten here too.
+Added by ``atasker_configure``, so it lives and dies with its supervisor:
+the settings :func:`atasker_dask.configure` gave, the live executor, and the
+pool sizes atasker-dask wrote itself (so that, after ``stop()`` and
+``start()``, they are not mistaken for sizes the user set).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import weakref
 from typing import TYPE_CHECKING
+
+from atasker import MissingExtensionError, hookimpl
 
 if TYPE_CHECKING:
     from atasker import TaskSupervisor
 
+    from .config import DaskSettings
     from .executor import DaskExecutor
 
-__all__ = ["executor_of", "forget", "register", "register_exit_hook"]
+__all__ = ["DaskState", "atasker_configure", "executor_of", "state_of"]
 
-logger = logging.getLogger("atasker.dask")
-
-_executors: weakref.WeakKeyDictionary[TaskSupervisor, weakref.ref[DaskExecutor]] = weakref.WeakKeyDictionary()
-_live: weakref.WeakSet[DaskExecutor] = weakref.WeakSet()
-_exit_hook = threading.Lock()
-_exit_hook_registered = False
+EXTENSION = "dask"
 
 
-def register(supervisor: TaskSupervisor, executor: DaskExecutor) -> None:
-    """Make *executor* the one :func:`executor_of` returns for *supervisor*."""
-    _executors[supervisor] = weakref.ref(executor)
-    _live.add(executor)
+class DaskState:
+    """What atasker-dask keeps per supervisor."""
+
+    def __init__(self) -> None:
+        #: :func:`atasker_dask.configure`'s settings (``None``: the environment's).
+        self.settings: DaskSettings | None = None
+        #: Pool sizes atasker-dask set to follow the cluster.
+        self.written: dict[str, int] = {}
+        self._executor: weakref.ref[DaskExecutor] | None = None
+
+    @property
+    def executor(self) -> DaskExecutor | None:
+        """The live dask executor, if one was created and not shut down."""
+        return self._executor() if self._executor is not None else None
+
+    def attach(self, executor: DaskExecutor) -> None:
+        """Make *executor* the live one (weakly: the supervisor holds it)."""
+        self._executor = weakref.ref(executor)
+
+    def detach(self, executor: DaskExecutor) -> None:
+        """Forget *executor* if it still is the live one (a newer one stays)."""
+        if self.executor is executor:
+            self._executor = None
 
 
-def forget(supervisor: TaskSupervisor, executor: DaskExecutor) -> None:
-    """Forget *executor* as *supervisor*'s (if it still is: a newer one stays)."""
-    if executor_of(supervisor) is executor:
-        del _executors[supervisor]
+def state_of(supervisor: TaskSupervisor, needed_by: str = "atasker_dask") -> DaskState:
+    """The plugin's state in *supervisor*.
+
+    :raises MissingExtensionError: the plugin is not registered on it
+        (install it, or ``TaskSupervisor(plugins=[atasker_dask])``).
+    """
+    try:
+        state: DaskState = supervisor.extension(EXTENSION, needed_by)
+    except MissingExtensionError as exc:
+        raise MissingExtensionError(
+            f"{needed_by}: plugin atasker_dask is not registered on supervisor {supervisor.name!r}; "
+            "install atasker-dask (entry point) or pass TaskSupervisor(plugins=[atasker_dask])"
+        ) from exc
+    return state
 
 
 def executor_of(supervisor: TaskSupervisor) -> DaskExecutor | None:
     """The live dask executor of *supervisor*, if it has created one."""
-    ref = _executors.get(supervisor)
-    return ref() if ref is not None else None
+    return state_of(supervisor).executor
 
 
-def register_exit_hook() -> None:
-    """Stop supervisors with dask tasks before ``concurrent.futures`` shuts down at exit.
-
-    atasker stops started supervisors at exit, waiting for their tasks, from
-    a ``threading`` exit hook; those run in reverse order of registration,
-    and ``concurrent.futures`` registers its own (after which its thread
-    pools refuse work) when first imported -- for a supervisor that started
-    before ``distributed`` was imported, after atasker's.  A local cluster's
-    scheduler needs those pools, so a dask task still queued at exit would
-    fail.  Registered once ``distributed`` is imported, this hook runs first.
-    """
-    global _exit_hook_registered
-    with _exit_hook:
-        if _exit_hook_registered:
-            return
-        try:
-            threading._register_atexit(_stop_at_exit)  # type: ignore[attr-defined]
-        except (AttributeError, RuntimeError):  # not CPython, or already exiting
-            return
-        _exit_hook_registered = True
-
-
-def _stop_at_exit() -> None:
-    for executor in list(_live):
-        supervisor = executor.supervisor
-        if executor.in_use() and supervisor.is_active():
-            try:
-                supervisor.stop(wait=True)
-            except Exception:
-                logger.exception("atasker-dask: stopping %r at exit failed", supervisor)
+@hookimpl
+def atasker_configure(supervisor: TaskSupervisor) -> None:
+    """Add the ``"dask"`` extension (settings, executor, written sizes)."""
+    supervisor.add_extension(EXTENSION, DaskState())

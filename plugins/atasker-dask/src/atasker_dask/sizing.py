@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,15 +20,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SIZE_KEYS", "PoolSizer", "auto_sizes", "cluster_threads"]
 
+from .registry import state_of
+
 logger = logging.getLogger("atasker.dask")
 
 #: The pool sizes that follow the cluster.
 SIZE_KEYS = ("pool_size", "reserve_normal", "reserve_high")
-
-# Sizes this plugin set with set_pool, per supervisor: they stay in the
-# supervisor's pool configuration across stop()/start(), and must not then
-# be mistaken for sizes the user set.
-_written: weakref.WeakKeyDictionary[TaskSupervisor, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 def auto_sizes(threads: int) -> dict[str, int]:
@@ -80,7 +76,7 @@ class PoolSizer:
         self._connection = connection
         self._events = events
         configured = supervisor.pool_config(pool.tt)
-        written = _written.get(supervisor, {})
+        written = state_of(supervisor).written
         self.following = {k for k in SIZE_KEYS if k not in configured or written.get(k) == configured[k]}
         self._auto = {k: getattr(pool, k) for k in SIZE_KEYS}
         #: Worker threads on the cluster, ``None`` before the first connection.
@@ -147,7 +143,7 @@ class PoolSizer:
             sizes = {k: v for k, v in auto_sizes(threads).items() if k in self.following and self._auto.get(k) != v}
             if sizes:
                 self._auto.update(sizes)
-                _written.setdefault(self._supervisor, {}).update(sizes)
+                state_of(self._supervisor).written.update(sizes)
                 self._applying.active = True
                 try:
                     self._supervisor.set_pool(self._tt, **sizes)
