@@ -174,9 +174,6 @@ class MPExecutor(WorkerManager):
 
     def validate(self, task: Task) -> None:
         """Pickle the task now; raise :class:`TaskPicklingError` naming what cannot be pickled."""
-        timeout = task.timeout
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
         func, args, kwargs = task.func, task.args, task.kwargs
         payload = (task.id, func, args, kwargs)
         if (

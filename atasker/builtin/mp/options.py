@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from atasker.core.task import validate_seconds
+
 __all__ = ["check_options", "default_start_method"]
 
 
@@ -44,6 +46,4 @@ def check_options(options: Mapping[str, Any]) -> None:
     max_tasks = options.get("max_tasks_per_child")
     if max_tasks is not None and (type(max_tasks) is not int or max_tasks <= 0):
         raise ValueError(f"max_tasks_per_child must be an int > 0 or None, got {max_tasks!r}")
-    idle = options.get("idle_timeout")
-    if idle is not None and (isinstance(idle, bool) or not isinstance(idle, (int, float)) or idle <= 0):
-        raise ValueError(f"idle_timeout must be a number of seconds > 0 or None, got {idle!r}")
+    validate_seconds(options.get("idle_timeout"), "idle_timeout", zero_ok=False)

@@ -32,10 +32,9 @@ _SUBMIT_KEYWORDS = frozenset(
 
 
 def validate_task(task: Task) -> None:
-    """Check *task*'s options and timeout.
+    """Check *task*'s options (its timeout was checked with its TaskSpec).
 
     :raises TypeError: an option ``Client.submit`` does not take.
-    :raises ValueError: a timeout that is not a number of seconds > 0.
     """
     options = task.options
     if options:
@@ -45,9 +44,6 @@ def validate_task(task: Task) -> None:
                 f"unknown dask task option{'s' if len(unknown) > 1 else ''} "
                 f"{', '.join(sorted(map(repr, unknown)))}; known: {', '.join(sorted(SUBMIT_OPTIONS))}"
             )
-    timeout = task.timeout
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
 
 
 def submit_error(task: Task, exc: BaseException) -> BaseException:

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from atasker import Pool, Task, TaskSupervisor, TaskType, hookimpl
+from atasker import BaseExecutor, Pool, Task, TaskSupervisor, TaskType, hookimpl
 
 __all__ = ["TT_SUBPROCESS", "Command", "CommandTimeoutError", "SubprocessExecutor"]
 
@@ -70,25 +70,20 @@ def _as_command(value: Any) -> Command:
     return Command(args, command.cwd, command.env, command.input, command.extra)
 
 
-class SubprocessExecutor:
-    """Runs each admitted task's command as a child process."""
+class SubprocessExecutor(BaseExecutor):
+    """Runs each admitted task's command as a child process.
+
+    :class:`atasker.BaseExecutor` supplies ``validate`` (the timeout was
+    checked when the task was made), ``capacity`` (``None``: threads and
+    children grow on demand, the pool bounds them) and ``resize``.
+    """
 
     def __init__(self, supervisor: TaskSupervisor, pool: Pool) -> None:
-        self._supervisor = supervisor
+        super().__init__(supervisor, pool)
         self._lock = threading.Lock()
         self._children: dict[int, subprocess.Popen[str]] = {}
         self._cancelled: set[int] = set()
         self._threads: set[threading.Thread] = set()
-
-    def validate(self, task: Task) -> None:
-        if task.timeout is not None and not task.timeout > 0:
-            raise ValueError(f"timeout must be a finite number of seconds > 0, got {task.timeout!r}")
-
-    def capacity(self) -> int | None:
-        return None
-
-    def resize(self, pool: Pool) -> None:
-        pass
 
     def start(self, task: Task) -> None:
         thread = threading.Thread(target=self._run, args=(task,), name=f"atasker_subprocess_{task.id}", daemon=True)
@@ -112,7 +107,7 @@ class SubprocessExecutor:
                     **command.extra,
                 )
             except BaseException as exc:
-                self._supervisor.task_done(task, exception=exc)
+                self.supervisor.task_done(task, exception=exc)
                 return
             with self._lock:
                 self._children[task.id] = proc
@@ -132,16 +127,16 @@ class SubprocessExecutor:
                 cancelled = task.id in self._cancelled
                 self._cancelled.discard(task.id)
             if cancelled:
-                self._supervisor.task_done(task, cancelled=True)
+                self.supervisor.task_done(task, cancelled=True)
             elif error is not None:
-                self._supervisor.task_done(task, exception=error)
+                self.supervisor.task_done(task, exception=error)
             elif proc.returncode != 0:
-                self._supervisor.task_done(
+                self.supervisor.task_done(
                     task,
                     exception=subprocess.CalledProcessError(proc.returncode, command.args, stdout, stderr),
                 )
             else:
-                self._supervisor.task_done(
+                self.supervisor.task_done(
                     task, result=subprocess.CompletedProcess(command.args, proc.returncode, stdout, stderr)
                 )
         finally:
