@@ -40,6 +40,7 @@ stress: venv
 lint: venv
 	$(PY) -m ruff check atasker tests bench plugins
 	$(PY) -m ruff format --check atasker tests bench plugins
+	$(PY) -m mypy
 
 docs: venv
 	$(PY) -m pip install --quiet -e '.[docs]'

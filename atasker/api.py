@@ -10,7 +10,7 @@ import concurrent.futures
 import functools
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 from atasker.builtin.coroutine.aloop import TT_COROUTINE
 from atasker.builtin.mp.api import TT_MP
@@ -24,9 +24,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @overload
-def background_task(f: Callable[..., Any], **options: Any) -> Callable[..., Task]: ...
+def background_task(
+    f: Callable[..., Any],
+    *,
+    name: str | None = ...,
+    priority: int = ...,
+    delay: float | None = ...,
+    tt: str | None = ...,
+    callback: Callable[[Any], Any] | None = ...,
+    supervisor: TaskSupervisor | None = ...,
+    timeout: float | None = ...,
+    loop: Any = ...,
+    options: dict[str, Any] | None = ...,
+) -> Callable[..., Task]: ...
 @overload
-def background_task(f: None = None, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Task]]: ...
+def background_task(
+    f: None = None,
+    *,
+    name: str | None = ...,
+    priority: int = ...,
+    delay: float | None = ...,
+    tt: str | None = ...,
+    callback: Callable[[Any], Any] | None = ...,
+    supervisor: TaskSupervisor | None = ...,
+    timeout: float | None = ...,
+    loop: Any = ...,
+    options: dict[str, Any] | None = ...,
+) -> Callable[[Callable[..., Any]], Callable[..., Task]]: ...
 
 
 def background_task(
@@ -92,7 +116,7 @@ def _task_starter(
     if not callable(f):
         raise TypeError(f"background_task needs a callable, got {type(f).__name__}: {f!r}")
     if getattr(f, "background_task", False):
-        f = f.__wrapped__  # re-decorating a task starter: run the function, not a starter
+        f = cast(Any, f).__wrapped__  # re-decorating a task starter: run the function, not a starter
     if not tt_given and inspect.iscoroutinefunction(f):
         spec = spec.replace(tt=TT_COROUTINE)
     if spec.name is None:
@@ -102,7 +126,7 @@ def _task_starter(
     def start_task(*args: Any, **kwargs: Any) -> Task:
         return (supervisor or default_supervisor()).submit(f, args, kwargs, spec=spec)
 
-    start_task.background_task = True  # type: ignore[attr-defined]
+    start_task.background_task = True  # type: ignore[attr-defined]  # marks a starter (see re-decorating above)
     return start_task
 
 

@@ -17,6 +17,7 @@ import heapq
 import itertools
 from collections import Counter
 from collections.abc import Callable
+from typing import ClassVar
 
 from atasker.core.pool import Pool
 from atasker.core.task import TASK_STATUS_QUEUED, Task
@@ -36,7 +37,7 @@ class PriorityPolicy:
 
     #: With nothing waiting, this policy admits exactly what Pool.may_start
     #: allows, so the supervisor may skip the push/pop round trip.
-    fast_path = True
+    fast_path: ClassVar[bool] = True
 
     def __init__(self, pool: Pool | None = None) -> None:
         self._heap: list[tuple[int, int, Task]] = []

@@ -36,6 +36,7 @@ from atasker.plugin.protocols import BaseExecutor, TaskType
 
 if TYPE_CHECKING:
     from atasker.core.supervisor import TaskSupervisor
+    from atasker.core.task import SupervisorAPI
 
 __all__ = ["TT_THREAD", "ThreadExecutor", "ThreadPoolControl", "default_pool_size"]
 
@@ -53,7 +54,7 @@ def default_pool_size() -> int:
 class ThreadExecutor(BaseExecutor):
     """Runs thread tasks on a pool of reusable worker threads."""
 
-    def __init__(self, supervisor: TaskSupervisor, pool: Pool) -> None:
+    def __init__(self, supervisor: SupervisorAPI, pool: Pool) -> None:
         super().__init__(supervisor, pool)
         self._pool = pool
         self._queue: queue.SimpleQueue[Task | None] = queue.SimpleQueue()

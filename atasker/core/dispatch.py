@@ -69,15 +69,15 @@ def force_cancel(task: Future[Any]) -> None:
     For an executor that really stopped a running task (a killed process, a
     cancelled coroutine), so that ``cancelled()`` tells the truth.
     """
-    cond = task._condition  # type: ignore[attr-defined]  # concurrent.futures internals, see CPython's Future
+    cond = task._condition  # concurrent.futures internals, see CPython's Future
     with cond:
         if task.done():
             return
-        task._state = CANCELLED_AND_NOTIFIED  # type: ignore[attr-defined]
-        for waiter in task._waiters:  # type: ignore[attr-defined]
+        task._state = CANCELLED_AND_NOTIFIED
+        for waiter in task._waiters:
             waiter.add_cancelled(task)
         cond.notify_all()
-    task._invoke_callbacks()  # type: ignore[attr-defined]
+    task._invoke_callbacks()  # type: ignore[attr-defined]  # CPython's Future has it; typeshed does not list it
 
 
 class Dispatcher:
@@ -199,7 +199,7 @@ class Dispatcher:
                 task.in_queue = False
             # The future goes RUNNING without taking its condition: only
             # cancel() could race, and it decides under this same lock.
-            task._state = _RUNNING  # type: ignore[attr-defined]  # Future internals, see above
+            task._state = _RUNNING  # Future internals, see above
             task.status = TASK_STATUS_STARTED
             task.time_started = time.time()
             pool.running += 1

@@ -7,6 +7,7 @@ counts running tasks on it; ``set_pool`` changes its sizes.
 from __future__ import annotations
 
 import math
+from types import EllipsisType
 from typing import Any
 
 from atasker.core.task import BANDS, TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
@@ -71,7 +72,7 @@ class Pool:
         pool_size: int | None = None,
         reserve_normal: int | None = None,
         reserve_high: int | None = None,
-        capacity: int | object | None = ...,
+        capacity: int | EllipsisType | None = ...,
     ) -> None:
         """Change sizes (``None`` keeps a size; ``capacity=...`` keeps it)."""
         size, normal, high = self._sizes
@@ -80,8 +81,8 @@ class Pool:
             normal if reserve_normal is None else reserve_normal,
             high if reserve_high is None else reserve_high,
         )
-        if capacity is not ...:
-            self._capacity = capacity  # type: ignore[assignment]
+        if not isinstance(capacity, EllipsisType):
+            self._capacity = capacity
         self._recompute()
 
     def _recompute(self) -> None:

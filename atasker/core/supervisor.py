@@ -132,7 +132,7 @@ class TaskSupervisor:
         self._dispatch = Dispatcher(name, self.report_internal_error)
         # Executors report on the hot path: the bound method of the
         # dispatcher saves a call per task (the method below documents it).
-        self.task_done = self._dispatch.task_done  # type: ignore[method-assign]
+        self.task_done = self._dispatch.task_done  # type: ignore[method-assign]  # same signature, see above
         self._lifecycle = Lifecycle(self, self._dispatch)
         self._lifecycle.queue_policy = queue_policy
         self._lifecycle.status_store = status_store
@@ -576,7 +576,8 @@ class TaskSupervisor:
 
     def get_aloops(self) -> dict[str, Any]:
         """Every aloop by name; see ``Aloops.get_aloops``."""
-        return self.extension("aloops", "get_aloops()").get_aloops()  # type: ignore[no-any-return]
+        aloops: dict[str, Any] = self.extension("aloops", "get_aloops()").get_aloops()
+        return aloops
 
     def start_aloop(self, name: str) -> Any:
         """Start (or restart) an aloop; see ``Aloops.start_aloop``."""
@@ -584,7 +585,8 @@ class TaskSupervisor:
 
     def stop_aloop(self, name: str, wait: bool | float = True, cancel_tasks: bool = False) -> bool:
         """Stop an aloop; see ``Aloops.stop_aloop``."""
-        return self.extension("aloops", "stop_aloop()").stop_aloop(name, wait, cancel_tasks)  # type: ignore[no-any-return]
+        done: bool = self.extension("aloops", "stop_aloop()").stop_aloop(name, wait, cancel_tasks)
+        return done
 
     def set_default_aloop(self, aloop: Any) -> None:
         """Set the default aloop; see ``Aloops.set_default_aloop``."""
@@ -598,7 +600,8 @@ class TaskSupervisor:
 
     def get_workers(self) -> list[Any]:
         """Workers started on this supervisor and still active (plugin ``atasker.extras.workers``)."""
-        return self.extension("workers", "get_workers()").get_workers()  # type: ignore[no-any-return]
+        workers: list[Any] = self.extension("workers", "get_workers()").get_workers()
+        return workers
 
     def live(self, total: int | None = None, **options: Any) -> Any:
         """A live terminal view of this supervisor, as a context manager.

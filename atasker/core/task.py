@@ -312,7 +312,7 @@ class TaskSpec:
 DEFAULT_SPEC = TaskSpec()
 
 
-class Task(Future):
+class Task(Future[Any]):
     """A background task: its id, its record and its future in one object.
 
     Created by the supervisor; users get one from ``background_task(...)()``

@@ -117,5 +117,5 @@ class TaskCollection(FunctionCollection):
                 results[_key(func)] = task.result()
             else:
                 all_ok = False
-                results[_key(func)] = self._failed(func, error)  # type: ignore[arg-type]
+                results[_key(func)] = self._failed(func, error)  # type: ignore[arg-type]  # an Exception: tasks here run Exception-raising functions
         return results, all_ok

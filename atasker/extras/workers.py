@@ -24,7 +24,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, cast
 
 from atasker.core.supervisor import default_supervisor
 from atasker.core.task import TASK_NORMAL, Task, TaskSpec, validate_priority
@@ -264,8 +265,9 @@ class BackgroundWorker:
     async def _call_async(self, *args: Any, **kwargs: Any) -> Any:
         return await self.executor(*args, **kwargs)
 
-    def _ran(self, task: Task) -> None:
+    def _ran(self, future: Future[Any]) -> None:
         """Done callback of a run (any thread): handle the outcome, go on."""
+        task = cast(Task, future)
         keep_going = True
         if task.cancelled():
             keep_going = self._keep_after_cancel()
@@ -460,7 +462,7 @@ class BackgroundQueueWorker(BackgroundWorker):
 
     def qsize(self) -> int:
         """Items waiting in the queue."""
-        return self._queue.qsize()
+        return int(self._queue.qsize())
 
 
 class BackgroundEventWorker(BackgroundWorker):

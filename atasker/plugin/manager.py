@@ -220,8 +220,8 @@ def make_plugin_manager(
     if env_flag("ATASKER_DEBUG_PLUGINS"):
         pm.trace.root.setwriter(logger.debug)
         pm.enable_tracing()
-    for name in [*_env_list("ATASKER_BLOCK_PLUGINS"), *block]:
-        pm.set_blocked(name)
+    for blocked in [*_env_list("ATASKER_BLOCK_PLUGINS"), *block]:
+        pm.set_blocked(blocked)
     for modname in BUILTIN_PLUGINS:
         if not pm.is_blocked(modname):
             pm.register(importlib.import_module(modname), name=modname)
@@ -232,7 +232,7 @@ def make_plugin_manager(
         pm.load_entry_points()
     pm.load_modules(_env_list("ATASKER_PLUGINS"))
     for plugin in plugins:
-        name = plugin.__name__ if isinstance(plugin, ModuleType) else None
+        name: str | None = plugin.__name__ if isinstance(plugin, ModuleType) else None
         if name is None or not (pm.is_blocked(name) or pm.has_plugin(name)):
             pm.register(plugin, name=name)
     pm.check_pending()

@@ -248,6 +248,7 @@ class ExecutorContract:
         for task, value in ((low, "low"), (normal, "normal"), (high, "high")):
             self.check_result(task.result(), value)
         assert recorder.started[-3:] == [high.id, normal.id, low.id]
+        assert high.time_started is not None and normal.time_started is not None and low.time_started is not None
         assert high.time_started <= normal.time_started <= low.time_started
 
     def test_reserve_high_admits_high_when_pool_is_full(

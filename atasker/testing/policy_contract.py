@@ -35,6 +35,7 @@ from atasker import (
     TASK_LOW,
     TASK_NORMAL,
     Pool,
+    SupervisorAPI,
     Task,
     TaskSupervisor,
     TaskType,
@@ -62,7 +63,7 @@ def band_limit(sizes: Sizes, priority: int) -> float:
 class ManualExecutor:
     """Records the tasks it is asked to start; the test reports their ends."""
 
-    def __init__(self, supervisor: TaskSupervisor, pool: Pool) -> None:
+    def __init__(self, supervisor: SupervisorAPI, pool: Pool) -> None:
         #: Every task handed to :meth:`start`, in order.
         self.started: list[Task] = []
 
@@ -330,7 +331,7 @@ class QueuePolicyContract:
             order = [(TASK_LOW, "a"), (TASK_NORMAL, "a"), (TASK_LOW, "b"), (TASK_HIGH, "b"), (TASK_NORMAL, "b")]
             queued = [sup.submit(int, tt=MANUAL_TT, priority=p, name=n) for p, n in order]
             sup.task_done(blocker, result=None)
-            started = []
+            started: list[int] = []
             while len(executor.started) > len(started) + 1:
                 task = executor.started[len(started) + 1]
                 started.append(queued.index(task))

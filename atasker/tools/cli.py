@@ -114,4 +114,4 @@ def main(argv: list[str] | None = None) -> int:
         from atasker.tools.demo import run_demo
 
         return run_demo(quick=args.quick, engine=args.engine, out=args.out)
-    return commands[args.command].run(args)
+    return int(commands[args.command].run(args))

@@ -159,8 +159,8 @@ def summarize(tasks: Iterable[Task]) -> list[dict[str, Any]]:
     order = {tt: i for i, tt in enumerate(("thread", "mp", "dask", "coroutine"))}
     rows = []
     for (tt, band), group in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), BANDS.index(kv[0][1]))):
-        waits = [max(0.0, t.time_started - t.time_queued - (t.delay or 0)) for t in group]  # type: ignore[operator]
-        runs = [(t.time_finished or t.time_started) - t.time_started for t in group]  # type: ignore[operator]
+        waits = [max(0.0, t.time_started - t.time_queued - (t.delay or 0)) for t in group]  # type: ignore[operator]  # finished tasks: both stamps set
+        runs = [(t.time_finished or t.time_started) - t.time_started for t in group]  # type: ignore[operator]  # started
         rows.append(
             {
                 "tt": tt,
@@ -243,7 +243,16 @@ def run_demo(
         return 2
     cpu_tt = "dask" if engine == "dask" else "mp"
     # The LOW batch waits for seconds on purpose: no start-time warnings.
-    sup = TaskSupervisor(name="demo", plugins=plugins, timeout_warning=300, timeout_critical=600, **POOLS["thread"])
+    threads = POOLS["thread"]
+    sup = TaskSupervisor(
+        threads["pool_size"],
+        threads["reserve_normal"],
+        threads["reserve_high"],
+        name="demo",
+        plugins=plugins,
+        timeout_warning=300,
+        timeout_critical=600,
+    )
     if cpu_tt not in sup.task_types():
         print(
             "atasker demo --engine dask: no plugin provides the 'dask' task type.\n"

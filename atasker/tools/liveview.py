@@ -421,7 +421,7 @@ def render_rich(snap: Snapshot) -> Any:
         ("done", "right"),
         ("tasks/s", "right"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]  # rich wants a Literal; these are its values
     for row in snap.task_types:
         waiting = Text()
         for name, count in _waiting_parts(row):

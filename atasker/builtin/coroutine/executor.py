@@ -40,7 +40,7 @@ from atasker.plugin.protocols import BaseExecutor, TaskType
 if TYPE_CHECKING:
     from atasker.builtin.coroutine.aloops import Aloops
     from atasker.builtin.coroutine.feeder import Feeder
-    from atasker.core.supervisor import TaskSupervisor
+    from atasker.core.task import SupervisorAPI
 
 __all__ = ["TT_COROUTINE", "CoroutineExecutor"]
 
@@ -110,7 +110,7 @@ class CoroutineExecutor(BaseExecutor):
     loop's feeder; from the loop's own thread it is created at once.
     """
 
-    def __init__(self, supervisor: TaskSupervisor, pool: Pool) -> None:
+    def __init__(self, supervisor: SupervisorAPI, pool: Pool) -> None:
         super().__init__(supervisor, pool)
         self._aloops: Aloops = supervisor.extension("aloops", "coroutine tasks")
         self._task_done = supervisor.task_done

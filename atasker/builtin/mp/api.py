@@ -150,8 +150,9 @@ class ProcessPoolControl:
             sup.set_pool(TT_MP, **sizes)
         if sup.is_active():
             executor = sup.executor(TT_MP)
-            executor.configure(merged)  # type: ignore[attr-defined]
-            executor.prestart()  # type: ignore[attr-defined]
+            # The "mp" executor is an MPExecutor, not imported here: its module imports this one.
+            executor.configure(merged)  # type: ignore[attr-defined]  # see above
+            executor.prestart()  # type: ignore[attr-defined]  # see above
 
     def set_mp_pool(
         self,

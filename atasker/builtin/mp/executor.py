@@ -57,6 +57,7 @@ from atasker.plugin.protocols import TaskType
 
 if TYPE_CHECKING:
     from atasker.core.supervisor import TaskSupervisor
+    from atasker.core.task import SupervisorAPI
 
 __all__ = ["TT_MP", "MPExecutor", "check_options", "cpu_count", "default_start_method"]
 
@@ -86,7 +87,7 @@ class MPExecutor(WorkerManager):
     :meth:`~atasker.TaskSupervisor.create_mp_pool`.  Thread-safe.
     """
 
-    def __init__(self, supervisor: TaskSupervisor, pool: Pool) -> None:
+    def __init__(self, supervisor: SupervisorAPI, pool: Pool) -> None:
         self._pool = pool
         self._start_method = ""
         self._init = None
@@ -227,7 +228,7 @@ class MPExecutor(WorkerManager):
                 if w.fate is None:
                     w.fate = "cancel"
                     self._kill(w)
-                return w.fate == "cancel"
+                return bool(w.fate == "cancel")
         self._count("cancelled")
         self._supervisor.task_done(task, cancelled=True)
         return True

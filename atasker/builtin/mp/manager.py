@@ -43,8 +43,7 @@ from atasker.builtin.mp.spawn import Poller, Worker, describe_exit, grow_pipe, s
 from atasker.builtin.mp.worker import ERROR, EXIT, FAILED, HEADER, INIT_FAILED, OK, READY, frame_end, send_msg
 
 if TYPE_CHECKING:
-    from atasker.core.supervisor import TaskSupervisor
-    from atasker.core.task import Task
+    from atasker.core.task import SupervisorAPI, Task
 
 __all__ = ["Worker", "WorkerManager"]
 
@@ -77,7 +76,7 @@ class WorkerManager:
     _capacity: int
     _target: int
 
-    def _init_manager(self, supervisor: TaskSupervisor) -> None:
+    def _init_manager(self, supervisor: SupervisorAPI) -> None:
         self._supervisor = supervisor
         self._lock = threading.Lock()
         # Notified when a worker becomes ready, retires or dies.
@@ -215,7 +214,7 @@ class WorkerManager:
 
     def _assign(self, w: Worker, task: Task) -> bytes:
         """Give a task to *w* (``_lock`` held); the caller sends the returned bytes."""
-        data = task.executor_data
+        data: bytes = task.executor_data  # the pickled call, set by validate()
         w.task = task
         task.executor_data = w
         if task.timeout is not None and w.ready:

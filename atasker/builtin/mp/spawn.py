@@ -94,9 +94,8 @@ class Poller:
         self._poller.unregister(fd)
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
-        if timeout is None:
-            return self._poller.poll(-1)
-        return self._poller.poll(timeout * self._scale)
+        events: list[tuple[int, int]] = self._poller.poll(-1 if timeout is None else timeout * self._scale)
+        return events
 
     def fileno(self) -> int:
         return self._poller.fileno() if hasattr(self._poller, "fileno") else -1

@@ -135,7 +135,8 @@ def dumps(obj: Any) -> bytes:
         pass  # a lambda, a closure, ...: cloudpickle stores them by value
     import cloudpickle
 
-    return cloudpickle.dumps(obj, PROTOCOL)
+    data: bytes = cloudpickle.dumps(obj, PROTOCOL)
+    return data
 
 
 def dumps_reply(result: Any) -> bytes:
@@ -196,7 +197,7 @@ def _after_fork() -> None:
     if cp is not None and hasattr(cp, "_DYNAMIC_CLASS_TRACKER_LOCK"):
         import threading
 
-        cp._DYNAMIC_CLASS_TRACKER_LOCK = threading.Lock()
+        cp._DYNAMIC_CLASS_TRACKER_LOCK = threading.Lock()  # type: ignore[attr-defined]  # cloudpickle internals
 
 
 def _die_with_parent() -> None:
@@ -231,7 +232,7 @@ def _die_with_parent() -> None:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
-            server._forkserver_alive_fd = None  # type: ignore[union-attr]
+            server._forkserver_alive_fd = None  # type: ignore[union-attr]  # not None: it had the fd
 
 
 def _error_reply(exc: BaseException) -> bytes:

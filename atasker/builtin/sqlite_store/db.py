@@ -405,7 +405,7 @@ def summary(conn: sqlite3.Connection, since: float, now: float | None = None, fa
         ):
             row(tt, priority)[outcome.replace(" ", "_") if outcome in OUTCOMES else "failed"] += n
         times = _percentiles(conn, start)
-        fields = ("run_id", "task_id", "name", "tt", "priority", "outcome", "time_finished")
+        fields: tuple[str, ...] = ("run_id", "task_id", "name", "tt", "priority", "outcome", "time_finished")
         fields += ("error_type", "error_message")
         failed = [
             dict(zip(fields, r, strict=True))

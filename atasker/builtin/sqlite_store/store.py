@@ -434,7 +434,7 @@ class SQLiteStore:
             outcome = t.outcome
             if outcome == "failed" and isinstance(t.error, TimeoutError):
                 outcome = "timed out"
-            etype, message = describe_error(t.error)  # type: ignore[arg-type]
+            etype, message = describe_error(t.error)
             name = t.name if type(t.name) is str else str(t.name)
             times = (t.time_queued, t.time_started, t.time_finished)
             with_error.append((run, t.id, name, t.tt, t.priority, *times, outcome, etype, message))
@@ -552,9 +552,10 @@ class SQLiteStore:
         no thread ever waits for a writer that is gone.
         """
         self._failed = exc
-        self.task_queued = self._queued_after_failure  # type: ignore[method-assign]
-        self.task_started = self._started_after_failure  # type: ignore[method-assign]
-        self.task_finished = self._finished_after_failure  # type: ignore[method-assign]
+        # Swapped for the rest of the run, so the hot path checks no flag.
+        self.task_queued = self._queued_after_failure  # type: ignore[method-assign]  # see above
+        self.task_started = self._started_after_failure  # type: ignore[method-assign]  # see above
+        self.task_finished = self._finished_after_failure  # type: ignore[method-assign]  # see above
         self._count_lost()
         logger.error(
             "atasker status store %s: writing failed permanently (%s: %s); task records are no longer "

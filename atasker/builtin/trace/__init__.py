@@ -62,6 +62,7 @@ def atasker_supervisor_starting(supervisor: TaskSupervisor, options: Mapping[str
     from atasker.builtin.trace.recorder import PLUGIN_NAME, attach, open_recorder
 
     if supervisor.is_active():
+        assert trace is not None  # see the first test
         attach(supervisor, trace)
         return ["trace"]
     recorder = open_recorder(supervisor, trace)

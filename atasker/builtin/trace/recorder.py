@@ -107,7 +107,7 @@ _QUEUE_TID = 0  # the per-task-type track of tasks cancelled while queued
 # The fixed fields of a slice per band, rendered once.
 _BAND_FIELDS = {band: f'"cat":"{name}","cname":"{TRACE_CNAMES[band]}"' for band, name in PRIORITY_NAMES.items()}
 # JSON string quoting, the C function json.dumps itself uses for a str.
-_encode_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_encode_string = json.encoder.encode_basestring_ascii
 
 # Buffered event kinds.  A start is (kind, id, tt, time_started, task); an
 # end is (kind, id, tt, time_started, time_finished, ready, name, band,

@@ -87,7 +87,7 @@ def new_client(target: Any, kwargs: dict[str, Any]) -> Any:
 
     client = Client.__new__(Client)
     try:
-        client.__init__(target, **kwargs)
+        client.__init__(target, **kwargs)  # type: ignore[misc]  # exactly this class: made with __new__ above
     except BaseException:
         runner = getattr(client, "_loop_runner", None)
         if runner is not None:

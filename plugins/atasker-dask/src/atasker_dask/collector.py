@@ -75,6 +75,7 @@ class OutcomeCollector:
     def schedule_timeout(self, task: Task) -> None:
         """Fail *task* with :class:`DaskTaskTimeoutError` if it has not finished ``task.timeout`` s from now."""
         # Weakly: a finished task must not stay alive until its timeout would have run out.
+        assert task.timeout is not None  # called only for tasks with a timeout
         self._events.call_at(time.monotonic() + task.timeout, self.expire, weakref.ref(task))
 
     def collect(self, items: list[Any]) -> None:

@@ -18,7 +18,7 @@ from atasker import default_supervisor
 if TYPE_CHECKING:
     from distributed import LocalCluster
 
-    from atasker import TaskSupervisor
+    from atasker import SupervisorAPI, TaskSupervisor
 
 __all__ = ["DEFAULT_CLUSTER_CONFIG", "ENV_ADDRESS", "DaskSettings", "configure", "local_cluster", "settings_for"]
 
@@ -175,7 +175,7 @@ def configure(
     return settings
 
 
-def settings_for(supervisor: TaskSupervisor) -> DaskSettings:
+def settings_for(supervisor: SupervisorAPI) -> DaskSettings:
     """The settings of *supervisor*: :func:`configure`'s, else from the environment."""
     from .registry import state_of
 
@@ -228,7 +228,7 @@ def local_cluster(
     # clusters on one machine do not clash.
     kwargs.setdefault("dashboard_address", "127.0.0.1:0")
     with dask.config.set({**DEFAULT_CLUSTER_CONFIG, **(config or {})}):
-        return LocalCluster(
+        return LocalCluster(  # type: ignore[no-untyped-call]  # distributed has no annotations here
             n_workers=available_cpus() if n_workers is None else n_workers,
             threads_per_worker=threads_per_worker,
             **kwargs,

@@ -28,7 +28,7 @@ from .errors import SchedulerLostError, SchedulerUnavailableError
 from .sizing import cluster_threads
 
 if TYPE_CHECKING:
-    from atasker import TaskSupervisor
+    from atasker import SupervisorAPI
 
 __all__ = [
     "CLOSED",
@@ -69,7 +69,7 @@ class Connection:
 
     def __init__(
         self,
-        supervisor: TaskSupervisor,
+        supervisor: SupervisorAPI,
         *,
         report: Callable[..., None],
         claim_lost: Callable[[Any], list[Entry]],

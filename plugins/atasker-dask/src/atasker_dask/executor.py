@@ -48,7 +48,7 @@ from .sizing import PoolSizer, auto_sizes
 from .submission import SUBMIT_OPTIONS, Submitter, validate_task
 
 if TYPE_CHECKING:
-    from atasker import Pool, Task, TaskSupervisor
+    from atasker import Pool, SupervisorAPI, Task
 
     from .config import DaskSettings
 
@@ -63,7 +63,7 @@ class DaskExecutor:
     once).  See the module docstring for the threads involved.
     """
 
-    def __init__(self, supervisor: TaskSupervisor, pool: Pool) -> None:
+    def __init__(self, supervisor: SupervisorAPI, pool: Pool) -> None:
         self._supervisor = supervisor
         self._connection = Connection(
             supervisor,
@@ -136,7 +136,7 @@ class DaskExecutor:
     # ------------------------------------------------------------ public extras
 
     @property
-    def supervisor(self) -> TaskSupervisor:
+    def supervisor(self) -> SupervisorAPI:
         """The supervisor this executor runs dask tasks for."""
         return self._supervisor
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from atasker import MissingExtensionError, hookimpl
 
 if TYPE_CHECKING:
-    from atasker import TaskSupervisor
+    from atasker import SupervisorAPI
 
     from .config import DaskSettings
     from .executor import DaskExecutor
@@ -49,7 +49,7 @@ class DaskState:
             self._executor = None
 
 
-def state_of(supervisor: TaskSupervisor, needed_by: str = "atasker_dask") -> DaskState:
+def state_of(supervisor: SupervisorAPI, needed_by: str = "atasker_dask") -> DaskState:
     """The plugin's state in *supervisor*.
 
     :raises MissingExtensionError: the plugin is not registered on it
@@ -65,12 +65,12 @@ def state_of(supervisor: TaskSupervisor, needed_by: str = "atasker_dask") -> Das
     return state
 
 
-def executor_of(supervisor: TaskSupervisor) -> DaskExecutor | None:
+def executor_of(supervisor: SupervisorAPI) -> DaskExecutor | None:
     """The live dask executor of *supervisor*, if it has created one."""
     return state_of(supervisor).executor
 
 
 @hookimpl
-def atasker_configure(supervisor: TaskSupervisor) -> None:
+def atasker_configure(supervisor: SupervisorAPI) -> None:
     """Add the ``"dask"`` extension (settings, executor, written sizes)."""
     supervisor.add_extension(EXTENSION, DaskState())

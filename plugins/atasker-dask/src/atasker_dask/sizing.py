@@ -13,7 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from atasker import Pool, TaskSupervisor
+    from atasker import Pool, SupervisorAPI
 
     from .connection import Connection
     from .events import EventThread
@@ -70,7 +70,7 @@ class PoolSizer:
     once sizes for a thread count are applied.
     """
 
-    def __init__(self, supervisor: TaskSupervisor, pool: Pool, connection: Connection, events: EventThread) -> None:
+    def __init__(self, supervisor: SupervisorAPI, pool: Pool, connection: Connection, events: EventThread) -> None:
         self._supervisor = supervisor
         self._tt = pool.tt
         self._connection = connection

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from typing import ClassVar
 
-from atasker import Pool, QueuePolicyType, Task, hookimpl
-from atasker.core.task import TASK_STATUS_QUEUED, priority_band
+from atasker import TASK_STATUS_QUEUED, Pool, QueuePolicyType, Task, hookimpl, priority_band
 
 __all__ = ["FairSharePolicy"]
 
@@ -25,7 +26,7 @@ class FairSharePolicy:
     """Strict priority between priorities, round-robin by name within one."""
 
     #: Nothing waiting -> admission is exactly Pool.may_start (see QueuePolicy).
-    fast_path = True
+    fast_path: ClassVar[bool] = True
 
     def __init__(self, pool: Pool | None = None) -> None:
         self._levels: dict[int, OrderedDict[str, deque[Task]]] = {}
@@ -92,5 +93,6 @@ class FairSharePolicy:
 
 
 @hookimpl
-def atasker_register_queue_policies(register):
+def atasker_register_queue_policies(register: Callable[[QueuePolicyType], None]) -> None:
+    """Register queue policy ``"fairshare"``."""
     register(QueuePolicyType("fairshare", FairSharePolicy, doc="round-robin between task names within a priority"))

@@ -22,10 +22,11 @@ import os
 import shlex
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from atasker import BaseExecutor, Pool, Task, TaskSupervisor, TaskType, hookimpl
+from atasker import BaseExecutor, Pool, SupervisorAPI, Task, TaskType, hookimpl
 
 __all__ = ["TT_SUBPROCESS", "Command", "CommandTimeoutError", "SubprocessExecutor"]
 
@@ -78,7 +79,7 @@ class SubprocessExecutor(BaseExecutor):
     children grow on demand, the pool bounds them) and ``resize``.
     """
 
-    def __init__(self, supervisor: TaskSupervisor, pool: Pool) -> None:
+    def __init__(self, supervisor: SupervisorAPI, pool: Pool) -> None:
         super().__init__(supervisor, pool)
         self._lock = threading.Lock()
         self._children: dict[int, subprocess.Popen[str]] = {}
@@ -96,6 +97,7 @@ class SubprocessExecutor(BaseExecutor):
             try:
                 # task.run(): a stop() from this task's callback does not wait for it.
                 command = _as_command(task.run())
+                args = list(command.args)  # _as_command made it a list
                 proc = subprocess.Popen(
                     command.args,
                     cwd=command.cwd,
@@ -119,7 +121,7 @@ class SubprocessExecutor(BaseExecutor):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 stdout, stderr = proc.communicate()
-                error: BaseException | None = CommandTimeoutError(command.args, task.timeout or 0, stdout, stderr)
+                error: BaseException | None = CommandTimeoutError(args, task.timeout or 0, stdout, stderr)
             else:
                 error = None
             with self._lock:
@@ -165,7 +167,8 @@ class SubprocessExecutor(BaseExecutor):
 
 
 @hookimpl
-def atasker_register_task_types(register):
+def atasker_register_task_types(register: Callable[[TaskType], None]) -> None:
+    """Register task type ``"subprocess"``."""
     register(
         TaskType(
             TT_SUBPROCESS,
