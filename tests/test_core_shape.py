@@ -19,6 +19,7 @@ from atasker import (
     TASK_LOW,
     BaseExecutor,
     CommandType,
+    InvalidPriorityError,
     MissingExtensionError,
     QueuePolicyType,
     TaskSpec,
@@ -480,3 +481,15 @@ def test_importing_atasker_starts_nothing():
     code = "import threading, atasker; assert threading.active_count() == 1, threading.enumerate(); print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_submit_keywords_make_one_record_per_distinct_value_and_still_validate(make_supervisor):
+    sup = make_supervisor()
+    first = sup.submit(int, tt="thread", priority=1)
+    second = sup.submit(int, tt="thread", priority=1)
+    assert first.spec is second.spec
+    with pytest.raises(InvalidPriorityError):
+        sup.submit(int, tt="thread", priority=True)
+    named = sup.submit(int, name="a")
+    assert named.spec is not sup.submit(int, name="a").spec  # names are not cached
+    assert [t.result(WAIT) for t in (first, second, named)] == [0, 0, 0]

@@ -36,6 +36,7 @@ from atasker.core.pool import Pool, check_sizes
 from atasker.core.task import (
     DEFAULT_SPEC,
     DEFAULT_TASK_TYPE,
+    SpecCache,
     Task,
     TaskSpec,
 )
@@ -141,6 +142,7 @@ class TaskSupervisor:
         self._pm: PluginManager | None = None
         self._registries: dict[str, Registry[Any]] | None = None
         self._extensions: dict[str, Any] = {}
+        self._specs = SpecCache()
 
     # ------------------------------------------------------------ plugins
 
@@ -393,7 +395,7 @@ class TaskSupervisor:
         if not callable(func):
             raise TypeError(f"task function must be callable, got {type(func).__name__}: {func!r}")
         if spec is None:
-            spec = TaskSpec(**fields) if fields else DEFAULT_SPEC
+            spec = self._specs.get(fields) if fields else DEFAULT_SPEC
         elif fields:
             spec = spec.replace(**fields)
         dispatch = self._dispatch

@@ -43,6 +43,7 @@ __all__ = [
     "TASK_STATUS_CANCELED",
     "TASK_STATUS_QUEUED",
     "TASK_STATUS_STARTED",
+    "SpecCache",
     "SupervisorAPI",
     "Task",
     "TaskInfo",
@@ -310,6 +311,39 @@ class TaskSpec:
 
 #: The specification of a task submitted with no options.
 DEFAULT_SPEC = TaskSpec()
+
+
+class SpecCache:
+    """The TaskSpecs of ``submit()`` keywords, one per distinct ``tt``/``priority``.
+
+    A loop of ``submit(f, tt=..., priority=...)`` then builds and validates
+    no record per task.  Other keywords (names, callbacks: values a cache
+    would keep alive) make a new record each call.
+    """
+
+    CACHED = frozenset({"tt", "priority"})
+    #: Priorities are any int: a bound keeps a caller that varies them from growing it.
+    SIZE = 64
+
+    def __init__(self) -> None:
+        self._specs: dict[tuple[Any, Any, type], TaskSpec] = {}
+
+    def get(self, fields: dict[str, Any]) -> TaskSpec:
+        """The record of *fields* (validated like ``TaskSpec(**fields)``)."""
+        if len(fields) > 2 or not fields.keys() <= self.CACHED:
+            return TaskSpec(**fields)
+        priority = fields.get("priority")
+        # The type too: True == 1 as a key, but a bool is no priority.
+        key = (fields.get("tt"), priority, type(priority))
+        try:
+            spec = self._specs.get(key)
+        except TypeError:  # unhashable, so invalid: the constructor names it
+            return TaskSpec(**fields)
+        if spec is None:
+            spec = TaskSpec(**fields)
+            if len(self._specs) < self.SIZE:
+                self._specs[key] = spec
+        return spec
 
 
 class Task(Future[Any]):
