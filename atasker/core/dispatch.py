@@ -108,11 +108,12 @@ class Dispatcher:
         self._accepted = 0
         self._ended = itertools.count()
         self._reads = 0
-        #: Observer hook callers (``None``: no plugin implements the hook).
-        self.on_queued: Any = None
-        self.on_waiting: Any = None
-        self.on_started: Any = None
-        self.on_finished: Any = None
+        #: Observer hook callers, see PluginManager.observer (``None``: no
+        #: plugin implements the hook).
+        self.on_queued: Callable[[Task], object] | None = None
+        self.on_waiting: Callable[[Task], object] | None = None
+        self.on_started: Callable[[Task], object] | None = None
+        self.on_finished: Callable[[Task], object] | None = None
 
     def reset(self) -> None:
         """Forget the counts of the previous run (``start()``, under the lock)."""
@@ -147,7 +148,7 @@ class Dispatcher:
                     self.all_done.notify_all()
             raise
         if self.on_queued is not None:
-            self.observe(self.on_queued, task)
+            self.observe(self.on_queued, task, "atasker_task_queued")
         if task.delay:
             timer = self.timer
             assert timer is not None
@@ -179,7 +180,7 @@ class Dispatcher:
                 started = self.admit(slot)
             waiting = task.status == TASK_STATUS_QUEUED
         if waiting and self.on_waiting is not None:
-            self.observe(self.on_waiting, task)
+            self.observe(self.on_waiting, task, "atasker_task_waiting")
         if started:
             self.launch(slot, started)
 
@@ -223,7 +224,7 @@ class Dispatcher:
         if store is not None:
             store.task_started(task)
         if self.on_started is not None:
-            self.observe(self.on_started, task)
+            self.observe(self.on_started, task, "atasker_task_started")
 
     # ------------------------------------------------------------- completion
 
@@ -326,18 +327,18 @@ class Dispatcher:
     def finished(self, task: Task) -> None:
         """Observers, then the count ``stop(wait=True)`` waits on."""
         if self.on_finished is not None:
-            self.observe(self.on_finished, task)
+            self.observe(self.on_finished, task, "atasker_task_finished")
         next(self._ended)
         if self.stopping:
             with self.lock:
                 self.all_done.notify_all()
 
-    def observe(self, hook: Any, task: Task) -> None:
+    def observe(self, observer: Callable[[Task], object], task: Task, hook_name: str) -> None:
         """Call an observer hook; its errors are reported, never raised."""
         try:
-            hook(task=task)
+            observer(task)
         except BaseException as exc:  # even SystemExit: the dispatching thread must go on
-            self.internal_error(exc, f"hook {hook.name}")
+            self.internal_error(exc, f"hook {hook_name}")
 
     # --------------------------------------------------------------- cancel
 

@@ -175,14 +175,11 @@ class TaskSupervisor:
         pm = self._pm
         assert pm is not None
 
-        def caller(hook_name: str) -> Any:
-            return getattr(pm.hook, hook_name) if pm.has_impls(hook_name) else None
-
         dispatch = self._dispatch
-        dispatch.on_queued = caller("atasker_task_queued")
-        dispatch.on_waiting = caller("atasker_task_waiting")
-        dispatch.on_started = caller("atasker_task_started")
-        dispatch.on_finished = caller("atasker_task_finished")
+        dispatch.on_queued = pm.observer("atasker_task_queued")
+        dispatch.on_waiting = pm.observer("atasker_task_waiting")
+        dispatch.on_started = pm.observer("atasker_task_started")
+        dispatch.on_finished = pm.observer("atasker_task_finished")
 
     def registry(self, kind: str) -> Registry[Any]:
         """The registry of ``"task type"``, ``"queue policy"``, ``"status store"``
