@@ -493,3 +493,28 @@ def test_submit_keywords_make_one_record_per_distinct_value_and_still_validate(m
     named = sup.submit(int, name="a")
     assert named.spec is not sup.submit(int, name="a").spec  # names are not cached
     assert [t.result(WAIT) for t in (first, second, named)] == [0, 0, 0]
+
+
+def test_observers_are_called_directly_or_through_the_hook_alike(make_supervisor):
+    seen = []
+    done = threading.Semaphore(0)
+
+    class One:
+        @hookimpl
+        def atasker_task_finished(self, task):
+            seen.append(("one", task.name))
+            done.release()
+
+    class Bare:
+        @hookimpl
+        def atasker_task_finished(self):
+            seen.append(("bare", None))
+            done.release()
+
+    sup = make_supervisor(plugins=[One()])
+    sup.submit(int, name="a")
+    assert done.acquire(timeout=WAIT)
+    sup.register_plugin(Bare())  # two implementations: through the hook
+    sup.submit(int, name="b")
+    assert done.acquire(timeout=WAIT) and done.acquire(timeout=WAIT)
+    assert seen[0] == ("one", "a") and sorted(seen[1:], key=str) == [("bare", None), ("one", "b")]
