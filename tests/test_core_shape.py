@@ -518,3 +518,25 @@ def test_observers_are_called_directly_or_through_the_hook_alike(make_supervisor
     sup.submit(int, name="b")
     assert done.acquire(timeout=WAIT) and done.acquire(timeout=WAIT)
     assert seen[0] == ("one", "a") and sorted(seen[1:], key=str) == [("bare", None), ("one", "b")]
+
+
+@pytest.mark.parametrize(
+    ("plugin", "option", "error", "match"),
+    [
+        ("atasker.builtin.policy", {}, UnknownQueuePolicyError, "unknown queue policy 'priority'"),
+        ("atasker.builtin.memory_store", {}, UnknownStatusStoreError, "unknown status store 'memory'"),
+        ("atasker.builtin.sqlite_store", {"status_store": "sqlite:///x.db"}, UnknownStatusStoreError, "'sqlite'"),
+    ],
+)
+def test_a_blocked_policy_or_store_is_a_named_error(make_supervisor, plugin, option, error, match):
+    sup = make_supervisor(block_plugins=[plugin], start=False, **option)
+    with pytest.raises(error, match=match):
+        sup.start()
+    assert not sup.is_active()
+
+
+def test_blocking_the_sqlite_plugin_removes_atasker_status(monkeypatch, capsys):
+    monkeypatch.setenv("ATASKER_BLOCK_PLUGINS", "atasker.builtin.sqlite_store")
+    with pytest.raises(SystemExit):
+        cli_main(["status", "--help"])
+    assert "invalid choice: 'status'" in capsys.readouterr().err
