@@ -10,6 +10,7 @@ import threading
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pluggy
 import pytest
 
 from atasker import (
@@ -23,6 +24,7 @@ from atasker import (
 from atasker.builtin.policy import PriorityPolicy
 from atasker.builtin.thread import ThreadExecutor
 from atasker.tools.cli import describe_plugins
+from atasker.tools.cli import main as cli_main
 from tests.conftest import WAIT
 
 
@@ -478,3 +480,73 @@ def test_status_store_that_raises_on_queue_rejects_the_task_and_stop_still_retur
     with pytest.raises(OSError, match="disk gone"):
         sup.submit(int)
     assert sup.stop(wait=WAIT)
+
+
+MISSPELLED_PLUGIN = """
+from atasker import hookimpl
+
+@hookimpl
+def atasker_task_finshed(task):
+    pass
+"""
+
+
+def test_a_misspelled_hook_marks_only_that_plugin_broken(make_supervisor, tmp_path, monkeypatch, capsys):
+    write_fake_dist(tmp_path, "typo-dist", "1.0", "typoplug", "typo_plugin_mod", MISSPELLED_PLUGIN)
+    write_fake_dist(tmp_path, "fake-dist", "0.9", "fakeplug", "fake_plugin_mod3", FAKE_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sup = make_supervisor(autoload=True)
+    assert sup.submit(pow, (2, 3), tt="fake").result(WAIT) == 8
+    error = str(sup.plugin_manager.broken["typoplug"].error)
+    assert "'atasker_task_finshed' (did you mean 'atasker_task_finished'?)" in error and "typo-dist 1.0" in error
+    assert not sup.plugin_manager.has_plugin("typoplug")
+    monkeypatch.delenv("ATASKER_DISABLE_PLUGIN_AUTOLOAD")
+    assert cli_main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "typoplug" in out and "BROKEN" in out and "did you mean 'atasker_task_finished'" in out
+
+
+def test_a_plugin_that_exits_or_fails_to_configure_is_broken_not_fatal(make_supervisor, tmp_path, monkeypatch):
+    write_fake_dist(tmp_path, "exit-dist", "1.0", "exitplug", "exit_plugin_mod", "raise SystemExit(3)\n")
+    write_fake_dist(
+        tmp_path,
+        "conf-dist",
+        "1.0",
+        "confplug",
+        "conf_plugin_mod",
+        "from atasker import hookimpl\n\n"
+        "@hookimpl\ndef atasker_configure(supervisor):\n    raise RuntimeError('no config')\n",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sup = make_supervisor(autoload=True)
+    assert sup.submit(int).result(WAIT) == 0
+    broken = sup.plugin_manager.broken
+    assert "SystemExit" in str(broken["exitplug"].error)
+    assert "no config" in str(broken["confplug"].error) and "atasker_configure" in str(broken["confplug"].error)
+
+
+def test_register_plugin_refuses_a_misspelled_hook_and_registers_nothing(make_supervisor):
+    class Typo:
+        @hookimpl
+        def atasker_task_startd(self, task):
+            pass
+
+    sup = make_supervisor()
+    with pytest.raises(pluggy.PluginValidationError, match="did you mean 'atasker_task_started'"):
+        sup.register_plugin(Typo())
+    assert sup.submit(int).result(WAIT) == 0
+
+
+def test_plugins_argument_accepts_a_module_also_loaded_by_its_entry_point(make_supervisor, tmp_path, monkeypatch):
+    write_fake_dist(tmp_path, "fake-dist", "0.9", "fakeplug", "fake_plugin_mod4", FAKE_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fake_plugin_mod4
+
+    sup = make_supervisor(autoload=True, plugins=[fake_plugin_mod4])
+    assert sup.submit(pow, (3, 3), tt="fake").result(WAIT) == 27
+
+
+def test_atasker_plugins_shows_each_task_type_doc(capsys):
+    assert cli_main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "thread: atasker.builtin.thread -- run the function in a pool thread" in out

@@ -142,6 +142,7 @@ class TaskSupervisor:
         self._pm: PluginManager | None = None
         self._registries: dict[str, Registry[Any]] | None = None
         self._extensions: dict[str, Any] = {}
+        self._configured: set[str] = set()
         self._specs = SpecCache()
 
     # ------------------------------------------------------------ plugins
@@ -155,7 +156,6 @@ class TaskSupervisor:
                 self._pm = pm
                 pm.on_change(self._plugins_changed)
                 self._plugins_changed()
-                pm.hook.atasker_configure.call_historic(kwargs={"supervisor": self})
             return self._pm
 
     def register_plugin(self, plugin: Any, name: str | None = None) -> str | None:
@@ -164,8 +164,11 @@ class TaskSupervisor:
         May be called while running: its ``atasker_configure`` runs now, new
         task types become usable, observer hooks take effect for the next
         event.  Returns the plugin's name.
+
+        :raises pluggy.PluginValidationError: a hook it implements is unknown
+            (misspelled) or has a bad signature; nothing is registered.
         """
-        return self.plugin_manager.register(plugin, name=name)
+        return self.plugin_manager.register_checked(plugin, name)
 
     def unregister_plugin(self, plugin: Any = None, name: str | None = None) -> Any:
         """Unregister a plugin (by object or name).  Executors already created stay."""
@@ -174,6 +177,7 @@ class TaskSupervisor:
     def _plugins_changed(self) -> None:
         pm = self._pm
         assert pm is not None
+        pm.configure_new(self, self._configured)
 
         dispatch = self._dispatch
         dispatch.on_queued = pm.observer("atasker_task_queued")

@@ -34,14 +34,16 @@ hookspec = pluggy.HookspecMarker("atasker")
 hookimpl = pluggy.HookimplMarker("atasker")
 
 
-@hookspec(historic=True)
+@hookspec
 def atasker_configure(supervisor: SupervisorAPI) -> None:
     """Set up this plugin for one supervisor: the place for per-supervisor state.
 
     Called once per supervisor and plugin, when the supervisor's plugin
     manager is built (first use of the supervisor), in that thread; a
-    plugin registered later is called at its registration (the hook is
-    *historic*, like pytest's ``pytest_configure``).  Read configuration
+    plugin registered later is called at its registration (it is
+    *historic*, like pytest's ``pytest_configure``).  A plugin whose
+    implementation raises is marked broken and unregistered; the others
+    are configured all the same.  Read configuration
     (environment, ``supervisor.name``), and add the objects the plugin
     offers with :meth:`TaskSupervisor.add_extension` -- the seed's methods
     such as ``create_aloop`` and ``create_mp_pool`` delegate to the

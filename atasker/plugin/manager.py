@@ -23,6 +23,7 @@ Switches (environment):
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import os
@@ -156,7 +157,10 @@ class PluginManager(pluggy.PluginManager):
             try:
                 plugin = ep.load()
                 self.register(plugin, name=ep.name)
-            except Exception as exc:
+                self.check_hooks(ep.name)
+            except (Exception, SystemExit) as exc:  # a plugin that exits at import must not end the program
+                if self.has_plugin(ep.name):
+                    self.unregister(name=ep.name)
                 self._record_broken(ep.name, dist_name, version, exc, f"entry point {ep.value!r}")
                 continue
             self.records[ep.name] = PluginRecord(ep.name, dist_name, version)
@@ -168,8 +172,64 @@ class PluginManager(pluggy.PluginManager):
                 continue
             try:
                 self.register(importlib.import_module(modname), name=modname)
-            except Exception as exc:
+                self.check_hooks(modname)
+            except (Exception, SystemExit) as exc:
+                if self.has_plugin(modname):
+                    self.unregister(name=modname)
                 self._record_broken(modname, None, None, exc, "module")
+
+    def register_checked(self, plugin: Any, name: str | None = None) -> str | None:
+        """Register *plugin*, then :meth:`check_hooks`; on an error nothing stays registered."""
+        registered = self.register(plugin, name=name)
+        if registered is not None:
+            try:
+                self.check_hooks(registered)
+            except Exception:
+                self.unregister(name=registered)
+                raise
+        return registered
+
+    def configure_new(self, supervisor: Any, configured: set[str]) -> None:
+        """Run ``atasker_configure`` of each plugin not in *configured* yet.
+
+        One by one: an implementation that raises marks its plugin broken
+        and unregistered, and the rest go on (a pluggy historic call would
+        stop at the first error).
+        """
+        for impl in self.hook.atasker_configure.get_hookimpls():
+            if impl.plugin_name in configured:
+                continue
+            configured.add(impl.plugin_name)
+            try:
+                impl.function(*[{"supervisor": supervisor}[arg] for arg in impl.argnames])
+            except Exception as exc:
+                self.record_broken(impl.plugin_name, exc, "hook atasker_configure")
+                self.unregister(name=impl.plugin_name)
+
+    def check_hooks(self, name: str) -> None:
+        """Raise if plugin *name* implements a hook atasker has no spec for.
+
+        A misspelled hook name (``atasker_task_finshed``) would otherwise be
+        an error of the whole plugin manager (pluggy's ``check_pending``),
+        breaking every supervisor; here it is this plugin's error, naming
+        the closest real hook.
+
+        :raises PluginValidationError: naming the unknown hook(s).
+        """
+        plugin = self.get_plugin(name)
+        unknown = [
+            caller.name
+            for caller in self.get_hookcallers(plugin) or ()
+            if not caller.has_spec()
+            and any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls())
+        ]
+        if unknown:
+            known = [n for n in dir(hookspecs) if n.startswith("atasker_")]
+            hints = []
+            for hook in unknown:
+                close = difflib.get_close_matches(hook, known, n=1)
+                hints.append(f"{hook!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise pluggy.PluginValidationError(plugin, f"plugin {name!r} implements unknown hook(s) {', '.join(hints)}")
 
     def record_broken(self, name: str, exc: Exception, what: str) -> None:
         """Mark plugin *name* broken: *what* of it (``"hook atasker_..."``) raised *exc*.
@@ -186,7 +246,7 @@ class PluginManager(pluggy.PluginManager):
         record = self.records.get(name)
         return record.describe() if record else repr(name)
 
-    def _record_broken(self, name: str, dist: str | None, version: str | None, exc: Exception, what: str) -> None:
+    def _record_broken(self, name: str, dist: str | None, version: str | None, exc: BaseException, what: str) -> None:
         where = f"{what} of distribution {dist} {version}" if dist else what
         error = PluginLoadError(f"atasker plugin {name!r} ({where}) failed to load: {type(exc).__name__}: {exc}")
         error.__cause__ = exc
@@ -260,8 +320,11 @@ def make_plugin_manager(
     pm.load_modules(_env_list("ATASKER_PLUGINS"))
     for plugin in plugins:
         name: str | None = plugin.__name__ if isinstance(plugin, ModuleType) else None
-        if name is None or not (pm.is_blocked(name) or pm.has_plugin(name)):
-            pm.register(plugin, name=name)
+        # Passed in code and also installed (loaded by its entry point under
+        # another name): it is already there.
+        if pm.is_registered(plugin) or (name is not None and (pm.is_blocked(name) or pm.has_plugin(name))):
+            continue
+        pm.register_checked(plugin, name)
     pm.check_pending()
     return pm
 

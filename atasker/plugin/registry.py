@@ -103,6 +103,10 @@ class Registry(Generic[T]):
                 logger.debug("plugin %r registered %s %r", plugin_name, self.kind, self._key(record))
                 self.entries.setdefault(self._key(record), []).append((record, plugin_name))
 
+    def key(self, record: T) -> str:
+        """The name *record* is registered under."""
+        return self._key(record)
+
     def names(self) -> list[str]:
         """Every registered name, sorted."""
         self.sync()

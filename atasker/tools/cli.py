@@ -24,10 +24,12 @@ def describe_plugins(supervisor: TaskSupervisor | None = None) -> dict[str, Any]
             hooks_by_plugin.setdefault(impl.plugin_name, []).append(hook_name)
     registries = {kind: sup.registry(kind) for kind in ("task type", "queue policy", "status store")}
     provides: dict[str, dict[str, list[str]]] = {}
+    docs: dict[str, dict[str, str]] = {}
     for kind, registry in registries.items():
-        for name in registry.names():
-            for plugin in registry.providers_of(name):
-                provides.setdefault(plugin, {}).setdefault(kind, []).append(name)
+        for record, plugin in registry.records():
+            name = registry.key(record)
+            provides.setdefault(plugin, {}).setdefault(kind, []).append(name)
+            docs.setdefault(kind, {})[name] = getattr(record, "doc", "") or ""
     plugins = []
     for name, record in pm.records.items():
         plugins.append(
@@ -55,6 +57,7 @@ def describe_plugins(supervisor: TaskSupervisor | None = None) -> dict[str, Any]
     for kind, registry in registries.items():
         key = {"task type": "task_types", "queue policy": "queue_policies", "status store": "status_stores"}[kind]
         result[key] = {name: registry.providers_of(name) for name in registry.names()}
+        result[key.replace("_", " ") + " docs"] = docs.get(kind, {})
     return result
 
 
@@ -75,9 +78,11 @@ def _print_plugins(info: dict[str, Any]) -> None:
         ("status_stores", "status stores"),
     ):
         print(f"{title}:")
+        docs = info.get(key.replace("_", " ") + " docs", {})
         for name, providers in info[key].items():
             clash = "  (CONFLICT: pick one with ATASKER_PROVIDERS)" if len(providers) > 1 else ""
-            print(f"  {name}: {', '.join(providers)}{clash}")
+            doc = f" -- {docs[name]}" if docs.get(name) else ""
+            print(f"  {name}: {', '.join(providers)}{clash}{doc}")
 
 
 def main(argv: list[str] | None = None) -> int:
