@@ -89,6 +89,8 @@ def background_task(
     :param options: task-type specific options, e.g. a plugin's
         (``task.options`` for its executor).
     :raises TypeError: *f* is not callable, or a bad option.
+    :raises UnknownTaskTypeError: no plugin provides *tt* (checked here,
+        at decoration: this loads the supervisor's plugins).
     :raises InvalidPriorityError: *priority* is invalid.
     :raises ValueError: a bad *delay* or *timeout*.
     """
@@ -121,6 +123,8 @@ def _task_starter(
         spec = spec.replace(tt=TT_COROUTINE)
     if spec.name is None:
         spec = spec.replace(name=getattr(f, "__qualname__", None) or repr(f))
+    # The task type is known now, not at the first call.
+    (supervisor or default_supervisor()).registry("task type").get(spec.tt)
 
     @functools.wraps(f)
     def start_task(*args: Any, **kwargs: Any) -> Task:

@@ -34,7 +34,14 @@ from concurrent.futures._base import CANCELLED_AND_NOTIFIED
 from typing import TYPE_CHECKING, Any
 
 from atasker.core.pool import Pool
-from atasker.core.task import TASK_STATUS_CANCELED, TASK_STATUS_QUEUED, TASK_STATUS_STARTED, Task, thread_state
+from atasker.core.task import (
+    TASK_STATUS_CANCELED,
+    TASK_STATUS_COMPLETED,
+    TASK_STATUS_QUEUED,
+    TASK_STATUS_STARTED,
+    Task,
+    thread_state,
+)
 from atasker.errors import AtaskerError, SupervisorStoppedError
 
 if TYPE_CHECKING:
@@ -240,11 +247,14 @@ class Dispatcher:
         task.time_finished = time.time()
         if cancelled:
             task.outcome = "cancelled"
+            task.status = TASK_STATUS_CANCELED
         elif exception is not None:
             task.outcome = "failed"
             task.error = exception
+            task.status = TASK_STATUS_COMPLETED
         else:
             task.outcome = "completed"
+            task.status = TASK_STATUS_COMPLETED
         next_task = self.release(task, was_running=True, take_next=take_next)
         state = thread_state
         outer = state.reporting
@@ -385,6 +395,21 @@ class Dispatcher:
             if include_delayed:
                 tasks += [t for t in self.delayed if t.status == TASK_STATUS_QUEUED]
         return tasks
+
+    def info(self) -> dict[str, Any]:
+        """Counts for :meth:`TaskSupervisor.get_info` (one consistent snapshot)."""
+        with self.lock:
+            task_types: dict[str, Any] = {}
+            for tt, slot in self.slots.items():
+                entry = slot.pool.info()
+                entry["waiting"] = slot.policy.waiting()
+                entry["waiting_total"] = len(slot.policy)
+                task_types[tt] = entry
+            return {
+                "unfinished": self.unfinished(),
+                "task_types": task_types,
+                "delayed": len(self.delayed),
+            }
 
     def running_tasks(self, tt: str | None = None) -> list[Task]:
         """Running tasks (of task type *tt*), a snapshot."""

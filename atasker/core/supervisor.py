@@ -395,6 +395,10 @@ class TaskSupervisor:
         """
         if not callable(func):
             raise TypeError(f"task function must be callable, got {type(func).__name__}: {func!r}")
+        if type(args) is not tuple:
+            if not isinstance(args, (tuple, list)):
+                raise TypeError(f"args must be a tuple or a list, got {type(args).__name__}: {args!r}")
+            args = tuple(args)
         if spec is None:
             spec = self._specs.get(fields) if fields else DEFAULT_SPEC
         elif fields:
@@ -456,8 +460,12 @@ class TaskSupervisor:
 
         Arguments left ``None`` keep their value.  A change that makes room
         starts waiting tasks at once.  ``pool_size=0`` is unlimited.
+
+        :raises UnknownTaskTypeError: no plugin provides *tt*.
+        :raises ValueError: a size that is not an int >= 0.
         """
         sizes = check_sizes(pool_size, reserve_normal, reserve_high)
+        self.registry("task type").get(tt)  # an unknown task type is an error, not a silent no-op
         dispatch = self._dispatch
         with self._config_lock:
             self._pool_config.setdefault(tt, {}).update(sizes)
@@ -499,21 +507,9 @@ class TaskSupervisor:
 
     def get_info(self) -> dict[str, Any]:
         """Pool sizes, running and waiting counts per task type and priority."""
-        dispatch = self._dispatch
-        with dispatch.lock:
-            info: dict[str, Any] = {
-                "name": self.name,
-                "active": dispatch.active and not dispatch.stopping,
-                "unfinished": dispatch.unfinished(),
-                "task_types": {},
-                "delayed": len(dispatch.delayed),
-            }
-            for tt, slot in dispatch.slots.items():
-                entry = slot.pool.info()
-                entry["waiting"] = slot.policy.waiting()
-                entry["waiting_total"] = len(slot.policy)
-                info["task_types"][tt] = entry
-        return info
+        info = self._dispatch.info()
+        info["active"] = self.is_active()
+        return {"name": self.name, **info}
 
     @property
     def status_store(self) -> StatusStore | None:

@@ -41,6 +41,7 @@ __all__ = [
     "TASK_LOW",
     "TASK_NORMAL",
     "TASK_STATUS_CANCELED",
+    "TASK_STATUS_COMPLETED",
     "TASK_STATUS_QUEUED",
     "TASK_STATUS_STARTED",
     "SpecCache",
@@ -78,9 +79,13 @@ PRIORITY_COLORS = {
 #: The task type of a task that names none (the built-in thread pool).
 DEFAULT_TASK_TYPE = "thread"
 
-#: ``TaskInfo.status`` values, as the seed documents them.
+#: ``TaskInfo.status`` values: the original atasker's 0, 1 and -1, and 2 for
+#: a task that ran to its end (completed or failed; ``outcome`` says which).
+#: A record only ever shows 0 or 1 (``get_task_info`` returns ``None`` once a
+#: task ended); the handle itself goes on to 2 or -1.
 TASK_STATUS_QUEUED = 0
 TASK_STATUS_STARTED = 1
+TASK_STATUS_COMPLETED = 2
 TASK_STATUS_CANCELED = -1
 
 # Ids are unique per process, not per supervisor, so that a handle can never
@@ -478,9 +483,7 @@ class Task(Future[Any]):
         return self is other
 
     def __repr__(self) -> str:
-        state = {0: "queued", 1: "started", -1: "canceled"}[self.status]
-        if self.done():
-            state = "done"
+        state = self.outcome or {0: "queued", 1: "started", 2: "completed", -1: "cancelled"}[self.status]
         return f"<Task {self.id} {self.name!r} tt={self.tt} priority={self.priority} {state}>"
 
 

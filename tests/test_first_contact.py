@@ -1,0 +1,61 @@
+"""What a new user runs into first (issue #17): each test failed before its fix."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from atasker import (
+    TASK_STATUS_CANCELED,
+    TASK_STATUS_COMPLETED,
+    UnknownTaskTypeError,
+    background_task,
+)
+
+WAIT = 30
+
+
+def test_an_ended_handle_says_how_it_ended(make_supervisor):
+    sup = make_supervisor(pool_size=1, reserve_normal=0, reserve_high=0)
+    gate = threading.Event()
+    blocker = sup.submit(gate.wait, (WAIT,))
+    queued = sup.submit(int)
+    failing = sup.submit(lambda: 1 / 0)
+    assert queued.cancel()
+    gate.set()
+    assert blocker.result(WAIT) is True
+    with pytest.raises(ZeroDivisionError):
+        failing.result(WAIT)
+    assert (blocker.status, queued.status, failing.status) == (
+        TASK_STATUS_COMPLETED,
+        TASK_STATUS_CANCELED,
+        TASK_STATUS_COMPLETED,
+    )
+    assert repr(blocker).endswith(" completed>") and repr(queued).endswith(" cancelled>")
+    assert repr(failing).endswith(" failed>")
+
+
+def test_set_pool_of_an_unknown_task_type_is_an_error(make_supervisor):
+    sup = make_supervisor()
+    with pytest.raises(UnknownTaskTypeError, match="unknown task type 'nope'"):
+        sup.set_pool("nope", pool_size=1)
+
+
+def test_scalar_args_are_refused_at_submit(make_supervisor):
+    sup = make_supervisor()
+    with pytest.raises(TypeError, match="args must be a tuple or a list, got int: -3"):
+        sup.submit(abs, -3)  # type: ignore[arg-type]  # the mistake under test
+    assert sup.submit(abs, [-3]).result(WAIT) == 3
+
+
+def test_an_unknown_task_type_fails_at_decoration(make_supervisor):
+    sup = make_supervisor()
+    with pytest.raises(UnknownTaskTypeError, match="unknown task type 'nope'"):
+        background_task(int, tt="nope", supervisor=sup)
+
+    with pytest.raises(UnknownTaskTypeError):
+
+        @background_task(tt="nope", supervisor=sup)
+        def job() -> None:
+            pass
