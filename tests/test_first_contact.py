@@ -59,3 +59,30 @@ def test_an_unknown_task_type_fails_at_decoration(make_supervisor):
         @background_task(tt="nope", supervisor=sup)
         def job() -> None:
             pass
+
+
+def test_a_thread_task_timeout_fails_the_handle_and_the_thread_runs_on(make_supervisor):
+    sup = make_supervisor(pool_size=1, reserve_normal=0, reserve_high=0)
+    release, returned = threading.Event(), threading.Event()
+
+    def slow():
+        release.wait(WAIT)
+        returned.set()
+        return "late"
+
+    task = sup.submit(slow, timeout=0.2)
+    with pytest.raises(TimeoutError, match="did not finish within its timeout of 0.2 s; its thread cannot be stopped"):
+        task.result(WAIT)
+    executor = sup.executor("thread")
+    assert executor.statistics()["overrunning"] == 1
+    # Its slot is free: the next task runs although the first function has not returned.
+    assert sup.submit(int).result(WAIT) == 0
+    release.set()
+    assert returned.wait(WAIT)
+    assert sup.stop(wait=WAIT)
+    assert executor.statistics()["overrunning"] == 0 and isinstance(task.exception(), TimeoutError)
+
+
+def test_a_thread_task_that_returns_in_time_is_not_timed_out(make_supervisor):
+    sup = make_supervisor()
+    assert [sup.submit(pow, (2, n), timeout=WAIT).result(WAIT) for n in range(50)] == [2**n for n in range(50)]

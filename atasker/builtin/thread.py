@@ -27,7 +27,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from atasker.core.pool import Pool
 from atasker.core.task import DEFAULT_TASK_TYPE, Task
@@ -66,6 +66,12 @@ class ThreadExecutor(BaseExecutor):
         self._lock = threading.Lock()
         self._threads_changed = threading.Condition(self._lock)
         self._shutdown = False
+        # Tasks with a timeout= that are running: task id -> its timer call.
+        # Whoever pops the entry reports the task (dict.pop is atomic), so a
+        # task that times out is reported once, by the timer.
+        self._deadlines: dict[int, Any] = {}
+        #: Threads still running a task whose timeout already failed its handle.
+        self.overrunning = 0
 
     def capacity(self) -> int | None:
         """``None``: the pool grows on demand, so CRITICAL always gets a thread."""
@@ -125,11 +131,17 @@ class ThreadExecutor(BaseExecutor):
                 # Run this task, then whatever the supervisor admits next on
                 # this same thread (no hand-off while the pool is busy).
                 while task is not None:
+                    if task.timeout is not None:
+                        self._arm(task)
                     try:
                         result = task.run()
                     except BaseException as exc:
+                        if task.timeout is not None and not self._disarm(task):
+                            break  # timed out meanwhile: the timer reported it
                         task = task_done(task, exception=exc, take_next=True)
                     else:
+                        if task.timeout is not None and not self._disarm(task):
+                            break
                         task = task_done(task, result=result, take_next=True)
                     result = None
                 # Out of work.  A thread beyond the pool size exits now rather
@@ -148,6 +160,45 @@ class ThreadExecutor(BaseExecutor):
             with self._lock:
                 self._threads.discard(me)
                 self._threads_changed.notify_all()
+
+    def _arm(self, task: Task) -> None:
+        assert task.timeout is not None
+        self._deadlines[task.id] = self.supervisor.timer.call_later(task.timeout, self._time_out, task)
+
+    def _disarm(self, task: Task) -> bool:
+        """The task's function returned: ``True`` if it is this thread's to report."""
+        handle = self._deadlines.pop(task.id, None)
+        if handle is None:
+            with self._lock:
+                self.overrunning -= 1
+            return False
+        handle.cancel()
+        return True
+
+    def _time_out(self, task: Task) -> None:
+        """Timer thread: the task's ``timeout=`` ran out while its function runs.
+
+        A Python thread cannot be stopped: the handle fails now with
+        :class:`TimeoutError` and frees its slot; the function runs on in
+        its thread (counted in :attr:`overrunning`), and what it returns is
+        dropped.
+        """
+        if self._deadlines.pop(task.id, None) is None:
+            return  # it returned first
+        with self._lock:
+            self.overrunning += 1
+        self.supervisor.task_done(
+            task,
+            exception=TimeoutError(
+                f"thread task {task.id} ({task.name}) did not finish within its timeout of {task.timeout} s; "
+                "its thread cannot be stopped and runs on (what the function returns is dropped)"
+            ),
+        )
+
+    def statistics(self) -> dict[str, int]:
+        """Worker threads alive, and those still running a task that timed out."""
+        with self._lock:
+            return {"threads": len(self._threads), "overrunning": self.overrunning}
 
     def shutdown(self, wait: bool = True) -> None:
         """Let every worker exit once idle; with *wait*, join them."""

@@ -9,11 +9,12 @@ from atasker.testing.tasks import async_raise_value_error, async_return_value, a
 
 
 class TestThreadExecutor(ExecutorContract):
-    """``tt="thread"``: a running thread cannot be interrupted, and timeout= is not applied."""
+    """``tt="thread"``: a running thread cannot be interrupted; at its timeout= a task's
+    handle fails with TimeoutError while the function runs on."""
 
     tt = "thread"
     can_cancel_running = False
-    supports_timeout = False
+    supports_timeout = True
     many = 1000
 
 
