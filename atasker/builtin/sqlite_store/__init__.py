@@ -15,6 +15,7 @@ from atasker.builtin.sqlite_store.store import (
     atasker_register_commands,
     atasker_register_status_stores,
     parse_url,
+    resolve_url,
 )
 
-__all__ = ["SQLiteStore", "atasker_register_commands", "atasker_register_status_stores", "parse_url"]
+__all__ = ["SQLiteStore", "atasker_register_commands", "atasker_register_status_stores", "parse_url", "resolve_url"]
