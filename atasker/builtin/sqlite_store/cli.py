@@ -33,6 +33,7 @@ from atasker.builtin.sqlite_store.db import (
     prune,
     summary,
 )
+from atasker.builtin.sqlite_store.url import resolve_url
 
 __all__ = ["add_arguments", "database_path", "render", "run"]
 
@@ -65,8 +66,6 @@ def database_path(db: str | None, environ: Mapping[str, str] | None = None) -> s
 
     :raises ValueError: neither is given, or they are not what is expected.
     """
-    from atasker.builtin.sqlite_store.store import resolve_url
-
     if db is None:
         url = (os.environ if environ is None else environ).get(ENV, "")
         if not url:
