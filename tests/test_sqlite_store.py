@@ -75,7 +75,7 @@ def by_task(path: Path) -> dict[int, dict[str, Any]]:
 
 
 def sqlite_supervisor(make_supervisor, path: Path, query: str = "", **kwargs: Any) -> TaskSupervisor:
-    url = f"sqlite://{path}" + (f"?{query}" if query else "")
+    url = f"sqlite:///{path}" + (f"?{query}" if query else "")  # four slashes: absolute
     return make_supervisor(status_store=url, **kwargs)
 
 
@@ -138,13 +138,13 @@ def test_installed_but_never_active_unless_selected(make_supervisor, tmp_path, m
     assert "sqlite" in sup.registry("status store").names()
     assert list(tmp_path.iterdir()) == []
 
-    monkeypatch.setenv("ATASKER_STATUS_STORE", f"sqlite://{tmp_path}/env.db")
+    monkeypatch.setenv("ATASKER_STATUS_STORE", f"sqlite:///{tmp_path}/env.db")
     sup = make_supervisor()
     assert store_of(sup).path == str(tmp_path / "env.db")
     monkeypatch.delenv("ATASKER_STATUS_STORE")
 
     sup = make_supervisor(start=False)
-    sup.start(status_store=f"sqlite://{tmp_path}/start.db")
+    sup.start(status_store=f"sqlite:///{tmp_path}/start.db")
     assert store_of(sup).path == str(tmp_path / "start.db")
     sup.submit(int).result(WAIT)
     sup.stop()
@@ -514,7 +514,7 @@ def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path, make_supervisor):
         conn.execute("CREATE TABLE users (name TEXT)")
         conn.commit()
     before = db.read_bytes()
-    sup = make_supervisor(start=False, status_store=f"sqlite://{db}")
+    sup = make_supervisor(start=False, status_store=f"sqlite:///{db}")
     with pytest.raises(StatusStoreError, match=rf"{db} is an SQLite database that atasker did not create"):
         sup.start()
     assert db.read_bytes() == before
@@ -720,7 +720,7 @@ SERVICE = """
     import sys, threading
     from atasker import TaskSupervisor
 
-    sup = TaskSupervisor(autoload=False, status_store="sqlite://" + sys.argv[1], pool_size=1,
+    sup = TaskSupervisor(autoload=False, status_store="sqlite:///" + sys.argv[1], pool_size=1,
                          reserve_normal=0, reserve_high=0)
     sup.start()
     gate = threading.Event()
@@ -805,26 +805,28 @@ def test_kill_9_leaves_a_readable_database_with_everything_flushed(tmp_path):
 
 
 def test_url_parsing():
-    assert parse_url("sqlite:///var/tasks.db") == ("/var/tasks.db", {})
-    assert parse_url("sqlite://tasks.db") == ("tasks.db", {})
-    assert parse_url("sqlite://~/tasks.db")[0] == os.path.expanduser("~/tasks.db")
-    assert parse_url("sqlite:///t.db?keep=7d&flush=250ms&max_pending=10&timeout=2") == (
+    assert parse_url("sqlite:////var/tasks.db") == ("/var/tasks.db", {})
+    assert parse_url("sqlite:///tasks.db") == ("tasks.db", {})
+    assert parse_url("sqlite:///~/tasks.db")[0] == os.path.expanduser("~/tasks.db")
+    assert parse_url("sqlite:////t%20x.db") == ("/t x.db", {})
+    assert parse_url("sqlite:////t.db?keep=7d&flush=250ms&max_pending=10&timeout=2") == (
         "/t.db",
         {"keep": 7 * 86400, "flush_interval": 0.25, "max_pending": 10, "timeout": 2.0},
     )
-    assert parse_url("sqlite:///t.db?keep=forever") == ("/t.db", {"keep": None})
+    assert parse_url("sqlite:////t.db?keep=forever") == ("/t.db", {"keep": None})
+    assert parse_url("sqlite:////t.db?keep=") == ("/t.db", {"keep": None})
     with pytest.raises(ValueError, match="unknown option.*bogus"):
         parse_url("sqlite:///t.db?bogus=1")
     with pytest.raises(ValueError, match="invalid duration 'weekly'"):
         parse_url("sqlite:///t.db?keep=weekly")
     with pytest.raises(ValueError, match="has no path"):
-        parse_url("sqlite://")
+        parse_url("sqlite:///")
     with pytest.raises(ValueError, match="max_pending must be"):
         SQLiteStore("unused.db", max_pending=0)
 
 
 def test_a_bad_url_leaves_the_supervisor_stopped(make_supervisor, tmp_path):
-    sup = make_supervisor(start=False, status_store=f"sqlite://{tmp_path}/t.db?flush=often")
+    sup = make_supervisor(start=False, status_store=f"sqlite:///{tmp_path}/t.db?flush=often")
     with pytest.raises(ValueError, match="invalid duration 'often'"):
         sup.start()
     assert not sup.is_active() and list(tmp_path.iterdir()) == []

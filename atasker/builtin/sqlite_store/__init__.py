@@ -2,6 +2,7 @@
 a persistent task history, and the ``atasker status`` command that reads it.
 
 * :mod:`.store` -- :class:`SQLiteStore` and its batched writer thread;
+* :mod:`.url` -- ``sqlite://`` URLs (:func:`parse_url`, :func:`resolve_url`);
 * :mod:`.db` -- the schema, opening and pruning a history file;
 * :mod:`.cli` -- ``atasker status``.
 
@@ -14,7 +15,7 @@ from atasker.builtin.sqlite_store.store import (
     SQLiteStore,
     atasker_register_commands,
     atasker_register_status_stores,
-    parse_url,
 )
+from atasker.builtin.sqlite_store.url import parse_url, resolve_url
 
-__all__ = ["SQLiteStore", "atasker_register_commands", "atasker_register_status_stores", "parse_url"]
+__all__ = ["SQLiteStore", "atasker_register_commands", "atasker_register_status_stores", "parse_url", "resolve_url"]

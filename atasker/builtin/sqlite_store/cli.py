@@ -3,8 +3,9 @@
 Reads the database read-only (``--keep`` aside), so it may run in another
 process, on the same machine, while a supervisor writes::
 
-    atasker status --db /var/lib/myapp/tasks.db --since 10m
-    atasker status --db tasks.db --json
+    atasker status --db sqlite:////var/lib/myapp/tasks.db --since 10m   # the application's URL
+    atasker status --db /var/lib/myapp/tasks.db                         # or a plain path
+    ATASKER_STATUS_STORE=sqlite:///tasks.db atasker status --json       # or the application's setting
     atasker status --db tasks.db --watch --interval 1s
     atasker status --db tasks.db --keep 7d      # prune, then show
 """
@@ -14,9 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sqlite3
 import sys
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -25,12 +28,18 @@ from atasker.builtin.sqlite_store.db import (
     StatusStoreError,
     open_db,
     parse_duration,
+    parse_keep,
     priority_label,
     prune,
     summary,
 )
+from atasker.builtin.sqlite_store.url import resolve_url
 
-__all__ = ["add_arguments", "render", "run"]
+__all__ = ["add_arguments", "database_path", "render", "run"]
+
+#: The environment variable the application reads its store URL from.
+ENV = "ATASKER_STATUS_STORE"
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _duration(text: str) -> float:
@@ -40,9 +49,54 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _keep(text: str) -> float:
+    try:
+        return parse_keep(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def database_path(db: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The absolute path of the database that ``--db`` *db* names.
+
+    *db* is the application's store URL (``sqlite:///tasks.db``,
+    ``sqlite:////var/lib/app/tasks.db``, options ignored) or a plain path;
+    without it, :envvar:`ATASKER_STATUS_STORE`, which must be an
+    ``sqlite://`` URL.
+
+    :raises ValueError: neither is given, or they are not what is expected.
+    """
+    if db is None:
+        url = (os.environ if environ is None else environ).get(ENV, "")
+        if not url:
+            raise ValueError(
+                f"no status database: pass --db with the application's store URL (sqlite:///tasks.db, "
+                f"sqlite:////var/lib/app/tasks.db) or a path, or set {ENV}"
+            )
+        if not url.startswith("sqlite://"):
+            raise ValueError(
+                f"{ENV}={url!r} is not an sqlite:// URL; atasker status reads the history of the sqlite store "
+                f"only (sqlite:///tasks.db, sqlite:////var/lib/app/tasks.db): pass --db"
+            )
+        return resolve_url(url, create=False)[0]
+    if _URL.match(db):
+        if not db.startswith("sqlite://"):
+            raise ValueError(
+                f"--db {db!r} is not an sqlite:// URL; atasker status reads the history of the sqlite store "
+                "only: pass its URL (sqlite:///tasks.db, sqlite:////var/lib/app/tasks.db) or a path"
+            )
+        return resolve_url(db, create=False)[0]
+    return os.path.abspath(os.path.expanduser(db))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``atasker status`` options to *parser*."""
-    parser.add_argument("--db", required=True, metavar="PATH", help="the status store's database file")
+    parser.add_argument(
+        "--db",
+        metavar="URL|PATH",
+        help=f"the application's status store URL (sqlite:///tasks.db, sqlite:////abs/tasks.db) "
+        f"or the database file (default: ${ENV})",
+    )
     parser.add_argument(
         "--since",
         type=_duration,
@@ -57,9 +111,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--keep",
-        type=_duration,
+        type=_keep,
         metavar="DURATION",
-        help="first delete history older than this, e.g. 7d (opens the file for writing)",
+        help="first delete history older than this: 7d, 12h, 30m, 45s, 1w -- a unit is required "
+        "(opens the file for writing)",
     )
     parser.add_argument("--failures", type=int, default=10, metavar="N", help="recent failures to list (default 10)")
     # For tests and scripts: stop --watch after N refreshes.
@@ -69,7 +124,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``atasker status`` with parsed *args*; return the exit status."""
     out = out or sys.stdout
-    path = args.db
+    try:
+        path = database_path(args.db)
+    except ValueError as exc:
+        print(f"atasker status: {exc}", file=sys.stderr)
+        return 2
     pruned = None
     try:
         if args.keep is not None:
@@ -88,7 +147,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         while True:
             data = summary(conn, args.since, failures=args.failures)
-            data["db"] = os.path.abspath(path)
+            data["db"] = path
             if pruned is not None:
                 data["pruned"] = pruned
             if args.json:

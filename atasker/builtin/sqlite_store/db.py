@@ -44,6 +44,7 @@ __all__ = [
     "StatusStoreError",
     "open_db",
     "parse_duration",
+    "parse_keep",
     "priority_label",
     "prune",
     "summary",
@@ -128,6 +129,26 @@ def parse_duration(text: str | float) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+#: How a retention period is written; a bare number is refused.
+KEEP_FORMS = "7d (days), 12h (hours), 30m (minutes), 45s (seconds) or 1w (weeks)"
+
+
+def parse_keep(text: str) -> float:
+    """Seconds in a retention period: ``"7d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"1w"``.
+
+    Unlike :func:`parse_duration`, the unit is required: ``keep=7`` could
+    mean days as well as seconds, so it is refused rather than guessed.
+
+    :raises ValueError: naming the text and the accepted forms.
+    """
+    match = _DURATION.match(str(text))
+    if match and match.group(2) is None:
+        raise ValueError(f"keep {text!r} needs a unit: {KEEP_FORMS}; a bare number is not accepted")
+    if not match:
+        raise ValueError(f"invalid duration {text!r} for keep: expected {KEEP_FORMS}")
+    return parse_duration(text)
+
+
 def priority_label(priority: int) -> str:
     """``"NORMAL (100)"`` for the named priorities, else the number."""
     names = {TASK_CRITICAL: "CRITICAL", TASK_HIGH: "HIGH", TASK_NORMAL: "NORMAL", TASK_LOW: "LOW"}
@@ -151,22 +172,28 @@ def open_db(path: str, *, create: bool = False, readonly: bool = False, timeout:
         file, an SQLite file atasker did not create, of a newer schema,
         locked, or corrupt.
     """
+    created = False
     if create:
         try:
             # O_EXCL: only the creator sets the mode; 0600 because task names
             # and error messages may be private.  SQLite gives the -wal and
             # -shm files the database file's permissions.
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            created = True
         except FileExistsError:
             pass
         except OSError as exc:
             raise StatusStoreError(f"cannot create status database {path}: {exc.strerror or exc}") from exc
     elif not os.path.exists(path):
         raise StatusStoreError(f"status database {path} does not exist")
-    uri = f"file:{quote(os.path.abspath(path))}?mode={'ro' if readonly else 'rw'}"
+    # "file://" + an absolute path: the authority is always empty, even for a
+    # path that starts with "//" (which POSIX abspath() keeps).
+    uri = f"file://{quote(os.path.abspath(path))}?mode={'ro' if readonly else 'rw'}"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
+        if created:
+            _remove_empty(path)
         raise StatusStoreError(f"cannot open status database {path}: {exc}") from exc
     try:
         _check(conn, path, writable=not readonly, timeout=timeout)
@@ -174,6 +201,21 @@ def open_db(path: str, *, create: bool = False, readonly: bool = False, timeout:
         conn.close()
         raise
     return conn
+
+
+def _remove_empty(path: str) -> None:
+    """Remove the file this process just created if it is still empty.
+
+    Called only when SQLite could not open it at all, so that a failed open
+    leaves no 0-byte file.  A file that another process has written to
+    meanwhile is kept (it is no longer empty).  Once a connection exists the
+    file is never removed: a concurrent opener may be using it.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def _error(path: str, exc: sqlite3.Error, timeout: float, doing: str) -> StatusStoreError:

@@ -2,9 +2,12 @@
 
 Never active by being installed; select it per supervisor::
 
-    TaskSupervisor(status_store="sqlite:///var/lib/myapp/tasks.db?keep=7d")
-    task_supervisor.start(status_store="sqlite:///var/lib/myapp/tasks.db")
-    ATASKER_STATUS_STORE=sqlite:///var/lib/myapp/tasks.db
+    TaskSupervisor(status_store="sqlite:////var/lib/myapp/tasks.db?keep=7d")
+    task_supervisor.start(status_store="sqlite:///tasks.db")   # ./tasks.db
+    ATASKER_STATUS_STORE=sqlite:////var/lib/myapp/tasks.db
+
+URLs follow SQLAlchemy: ``sqlite:///relative/path.db``,
+``sqlite:////absolute/path.db`` (see :mod:`.url`).
 
 Data flow (the ``task_*`` calls never touch the disk)::
 
@@ -48,9 +51,9 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote
 
-from atasker.builtin.sqlite_store.db import StatusStoreError, begin_run, is_transient, open_db, parse_duration, prune
+from atasker.builtin.sqlite_store.db import StatusStoreError, begin_run, is_transient, open_db, prune
+from atasker.builtin.sqlite_store.url import parse_url, resolve_url
 from atasker.core import lifecycle
 from atasker.plugin.hookspecs import hookimpl
 from atasker.plugin.protocols import CommandType, StatusStoreType
@@ -58,7 +61,7 @@ from atasker.plugin.protocols import CommandType, StatusStoreType
 if TYPE_CHECKING:
     from atasker.core.task import Task
 
-__all__ = ["SQLiteStore", "parse_url"]
+__all__ = ["SQLiteStore", "parse_url", "resolve_url"]
 
 logger = logging.getLogger("atasker")
 
@@ -74,7 +77,6 @@ _REPLACE = (
     "INSERT OR REPLACE INTO tasks (run_id, task_id, name, tt, priority, time_queued, time_started, "
     "time_finished, outcome, error_type, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_OPTIONS = {"keep", "flush", "max_pending", "timeout"}
 # Rows without an error are bound as (id, name, tt, priority, time_queued,
 # time_started, time_finished, outcome); run_id is a literal in the SQL.
 _get_plain = operator.attrgetter(
@@ -88,49 +90,6 @@ _MAX_BATCH = 50_000
 # Rows per multi-row INSERT: 100 * 8 = 800 parameters, under the 999 limit
 # of SQLite builds older than 3.32.
 _CHUNK = 100
-
-
-def parse_url(url: str) -> tuple[str, dict[str, Any]]:
-    """Split ``sqlite://PATH[?keep=7d&flush=100ms&max_pending=N&timeout=5s]``.
-
-    Everything between ``sqlite://`` and ``?`` is the path:
-    ``sqlite:///var/tasks.db`` is absolute, ``sqlite://tasks.db`` relative,
-    ``~`` is expanded.
-
-    :returns: the path and :class:`SQLiteStore` keyword arguments.
-    :raises ValueError: naming the URL and the bad part.
-    """
-    scheme, sep, rest = url.partition("://")
-    if scheme != "sqlite" or not sep:
-        raise ValueError(f"not an sqlite store URL: {url!r} (expected sqlite:///path/to/tasks.db)")
-    raw_path, _, query = rest.partition("?")
-    path = os.path.expanduser(unquote(raw_path))
-    if not path:
-        raise ValueError(f"sqlite store URL {url!r} has no path (expected sqlite:///path/to/tasks.db)")
-    try:
-        params = parse_qs(query, keep_blank_values=True, strict_parsing=True) if query else {}
-    except ValueError as exc:
-        raise ValueError(f"sqlite store URL {url!r}: bad query string: {exc}") from exc
-    unknown = sorted(set(params) - _OPTIONS)
-    if unknown:
-        raise ValueError(
-            f"sqlite store URL {url!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(_OPTIONS))}"
-        )
-    kwargs: dict[str, Any] = {}
-    try:
-        for key, values in params.items():
-            value = values[-1]
-            if key == "keep":
-                kwargs["keep"] = None if value in ("", "forever") else parse_duration(value)
-            elif key == "flush":
-                kwargs["flush_interval"] = parse_duration(value)
-            elif key == "timeout":
-                kwargs["timeout"] = parse_duration(value)
-            else:
-                kwargs["max_pending"] = int(value)
-    except ValueError as exc:
-        raise ValueError(f"sqlite store URL {url!r}: {exc}") from exc
-    return path, kwargs
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:
@@ -160,7 +119,8 @@ class SQLiteStore:
 
     :param path: the database file, created with mode ``0600`` if missing.
     :param supervisor_name: recorded with the run.
-    :param keep: seconds of history to keep (``None``: forever); pruned when
+    :param keep: seconds of history to keep (``None``: forever; the URL
+        option takes a unit, ``keep=7d``); pruned when
         the store opens and then every ``keep / 24`` (1 min .. 1 h).
     :param flush_interval: seconds between commits at most (the loss bound
         after a crash).
@@ -237,8 +197,8 @@ class SQLiteStore:
 
     @classmethod
     def from_url(cls, url: str, supervisor: Any = None) -> SQLiteStore:
-        """The :class:`~atasker.StatusStoreType` factory: ``sqlite://PATH?options``."""
-        path, kwargs = parse_url(url)
+        """The :class:`~atasker.StatusStoreType` factory: ``sqlite:///PATH?options`` (see :func:`resolve_url`)."""
+        path, kwargs = resolve_url(url)
         return cls(path, supervisor_name=getattr(supervisor, "name", "supervisor"), **kwargs)
 
     # ------------------------------------------------------------ hot path
@@ -599,7 +559,8 @@ def atasker_register_status_stores(register: Callable[[StatusStoreType], None]) 
         StatusStoreType(
             "sqlite",
             SQLiteStore.from_url,
-            doc="task history in an SQLite file: sqlite:///path/tasks.db?keep=7d (see atasker status)",
+            doc="task history in an SQLite file: sqlite:///rel/tasks.db or sqlite:////abs/tasks.db?keep=7d "
+            "(see atasker status)",
         )
     )
 
