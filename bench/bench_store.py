@@ -64,7 +64,7 @@ def main() -> None:
         for i in range(rounds):
             results["memory"].append(one_round(n, opts.workers, "memory://"))
             db = Path(tmp) / f"round{i}.db"
-            results["sqlite"].append(one_round(n, opts.workers, f"sqlite://{db}"))
+            results["sqlite"].append(one_round(n, opts.workers, f"sqlite:///{db}"))
             with sqlite3.connect(db) as conn:
                 rows = conn.execute("SELECT count(*) FROM tasks WHERE outcome = 'completed'").fetchone()[0]
             conn.close()

@@ -20,7 +20,7 @@ class TestSQLiteStore(StatusStoreContract):
     """Live records in memory, history in an SQLite file in the test's directory."""
 
     def store_url(self, tmp_path: Path) -> str:
-        return f"sqlite://{tmp_path / 'tasks.db'}"
+        return f"sqlite:///{tmp_path / 'tasks.db'}"
 
     def history(self, url: str, tmp_path: Path) -> dict[int, str]:
         """Final outcomes of the last run in the file (read with plain sqlite3)."""
