@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import subprocess
 import sys
@@ -127,18 +128,46 @@ def test_callback_that_raises_is_logged_and_task_still_done(supervisor, caplog):
     assert "callback broke" in caplog.text and "callback exits" in caplog.text
 
 
-def test_task_exception_is_on_handle_and_logged(supervisor, caplog):
+def test_task_exception_is_on_handle_and_logged_at_debug_once_retrieved(supervisor, caplog):
     def fail():
         raise ValueError("boom 42")
 
-    with caplog.at_level(logging.ERROR, logger="atasker"):
+    with caplog.at_level(logging.DEBUG, logger="atasker"):
         task = supervisor.submit(fail, name="failing")
         with pytest.raises(ValueError, match="boom 42"):
             task.result(WAIT)
-    assert isinstance(task.exception(), ValueError)
-    assert task.outcome == "failed"
-    assert any("failing" in r.getMessage() and r.exc_info for r in caplog.records)
+        assert isinstance(task.exception(), ValueError)
+        assert task.outcome == "failed"
+        del task
+        gc.collect()
+    failing = [r for r in caplog.records if "failing" in r.getMessage()]
+    assert failing and all(r.levelno == logging.DEBUG for r in failing)
     assert supervisor.submit(pow, (2, 2)).result(WAIT) == 4  # still serving
+
+
+def test_a_failure_nobody_retrieved_is_logged_at_error_with_its_traceback(supervisor, caplog):
+    def fail_unseen():
+        raise ValueError("nobody looked")
+
+    with caplog.at_level(logging.ERROR, logger="atasker"):
+        task = supervisor.submit(fail_unseen, name="forgotten")
+        concurrent.futures.wait([task], WAIT)
+        del task
+        gc.collect()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(
+        "forgotten" in m and "never retrieved" in m and "nobody looked" in m and "fail_unseen" in m for m in errors
+    )
+
+
+def test_unretrieved_failures_are_logged_when_the_supervisor_stops(make_supervisor, caplog):
+    sup = make_supervisor()
+    task = sup.submit(lambda: 1 / 0, name="kept")
+    concurrent.futures.wait([task], WAIT)
+    with caplog.at_level(logging.ERROR, logger="atasker"):
+        sup.stop()
+    assert any("kept" in r.getMessage() and "never retrieved" in r.getMessage() for r in caplog.records)
+    assert task.done()  # still referenced: logged at stop, not at collection
 
 
 def test_base_exception_in_task_does_not_kill_the_pool(supervisor):

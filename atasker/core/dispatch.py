@@ -28,6 +28,8 @@ import itertools
 import logging
 import threading
 import time
+import traceback
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED
@@ -70,6 +72,52 @@ class Slot:
         self.fast_path = bool(policy.fast_path)
 
 
+class UnretrievedErrors:
+    """Failed tasks are logged the way asyncio logs its futures.
+
+    A failure is logged at DEBUG when it happens; at ERROR, with its
+    traceback, only if nobody ever retrieved the exception -- neither
+    ``result()`` nor ``exception()`` was called -- by the time the handle
+    is garbage-collected or the supervisor stops.  A caller that handles
+    its errors sees no log noise; a forgotten failure is never silent.
+    """
+
+    #: Pending reports are pruned of the ones that ran once there are this many.
+    PRUNE_AT = 1024
+
+    def __init__(self) -> None:
+        self._pending: list[weakref.finalize[Any, Any]] = []
+
+    def watch(self, task: Task, exception: BaseException) -> None:
+        """*task* failed with *exception*: log it at ERROR unless it is retrieved."""
+        logger.debug("task %s (%s) failed: %s: %s", task.id, task.name, type(exception).__name__, exception)
+        if isinstance(exception, AtaskerError):
+            detail = f"{type(exception).__name__}: {exception}"
+        elif logger.isEnabledFor(logging.ERROR):
+            # Formatted now: the report must not keep the exception (and,
+            # through its traceback, the task) alive.
+            detail = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+        else:
+            return
+        report = weakref.finalize(task, _log_unretrieved, task.id, task.name, detail)
+        report.atexit = False
+        task.unretrieved = report
+        pending = self._pending
+        pending.append(report)
+        if len(pending) >= self.PRUNE_AT:
+            pending[:] = [r for r in pending if r.alive]
+
+    def flush(self) -> None:
+        """Log every pending report now (the supervisor stops)."""
+        pending, self._pending = self._pending, []
+        for report in pending:
+            report()
+
+
+def _log_unretrieved(task_id: int, name: str, detail: str) -> None:
+    logger.error("task %s (%s) failed and its exception was never retrieved:\n%s", task_id, name, detail.rstrip())
+
+
 def force_cancel(task: Future[Any]) -> None:
     """Mark a *running* future cancelled (``Future.cancel`` refuses once running).
 
@@ -104,6 +152,8 @@ class Dispatcher:
         #: Tasks accepted with a delay that is not over yet.
         self.delayed: set[Task] = set()
         self.store: StatusStore | None = None
+        #: Failed tasks whose exception nobody retrieved yet (logged then).
+        self.unretrieved = UnretrievedErrors()
         self.timer: Timer | None = None
         self.active = False
         self.stopping = False
@@ -267,6 +317,8 @@ class Dispatcher:
             self.resolve(task, result, exception, cancelled)
         finally:
             state.reporting = outer
+            if state.ran is task:
+                state.ran = None  # reported: the thread no longer keeps it alive
             if next_task is not None:
                 state.held -= 1
         return next_task
@@ -276,15 +328,8 @@ class Dispatcher:
         if cancelled:
             force_cancel(task)
         elif exception is not None:
-            # Logged before the handle resolves, so a waiter finds the record.
-            logger.error(
-                "task %s (%s) failed: %s: %s",
-                task.id,
-                task.name,
-                type(exception).__name__,
-                exception,
-                exc_info=exception if not isinstance(exception, AtaskerError) else None,
-            )
+            # Before the handle resolves, so a waiter finds the record.
+            self.unretrieved.watch(task, exception)
             task.set_exception(exception)
         else:
             # The callback runs before the handle resolves: whoever waits on

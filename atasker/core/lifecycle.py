@@ -289,6 +289,7 @@ class Lifecycle:
             self.call_observer(
                 "atasker_supervisor_stopped", supervisor=sup, wait=wait, cancel_tasks=cancel_tasks, all_done=all_done
             )
+            dispatch.unretrieved.flush()
             timer = dispatch.timer
             if timer is not None:
                 timer.stop()

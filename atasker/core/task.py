@@ -395,6 +395,7 @@ class Task(Future[Any]):
         "time_started",
         "timeout",
         "tt",
+        "unretrieved",
     )
 
     def __init__(
@@ -434,6 +435,27 @@ class Task(Future[Any]):
         self.outcome: str | None = None
         #: The exception of a failed task (``None`` otherwise).
         self.error: BaseException | None = None
+        #: The pending "never retrieved" report of a failed task (see
+        #: atasker.core.dispatch.UnretrievedErrors); result()/exception() drop it.
+        self.unretrieved: Any = None
+
+    def result(self, timeout: float | None = None) -> Any:
+        """See :meth:`concurrent.futures.Future.result`; retrieves a failure."""
+        try:
+            return super().result(timeout)
+        finally:
+            if self.unretrieved is not None and self.done():
+                self.unretrieved.detach()
+                self.unretrieved = None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """See :meth:`concurrent.futures.Future.exception`; retrieves a failure."""
+        try:
+            return super().exception(timeout)
+        finally:
+            if self.unretrieved is not None and self.done():
+                self.unretrieved.detach()
+                self.unretrieved = None
 
     def run(self) -> Any:
         """Call the task's function in this thread and return what it returns.
