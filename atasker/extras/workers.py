@@ -23,7 +23,6 @@ import queue as queue_module
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, cast
@@ -111,9 +110,8 @@ class BackgroundWorker:
         self.loop = loop
         self._lock = threading.Lock()
         self._active = False
-        # stop(wait=...) on a queue or event worker: finish the work already
-        # asked for, then stop (see _drain()).
-        self._draining = False
+        self._draining = False  # stop() processes the work queued, then stops
+        self._drain_left = 0
         self._current: Task | None = None
         self._idle = threading.Event()
         self._idle.set()
@@ -180,11 +178,10 @@ class BackgroundWorker:
         """Stop the worker; with *wait* (``True`` or seconds) wait for the
         current run to end.  Pending scheduled runs are cancelled.
 
-        Queue and event workers first finish what was already asked of
-        them: ``stop(wait=True)`` processes the items queued when it is
-        called (the trigger already received), then stops; ``wait=<seconds>``
-        bounds that.  Called from inside the executor or from a coroutine,
-        ``stop()`` never blocks: the worker finishes and stops on its own.
+        A queue or event worker first processes the items queued (the
+        trigger received) when ``stop()`` is called, for at most *wait*
+        seconds; what a stop leaves undone stays queued and is logged.
+        From inside a run or a coroutine, ``stop()`` never blocks.
 
         :returns: ``True`` if no run is in progress when it returns.
         """
@@ -198,10 +195,8 @@ class BackgroundWorker:
         return self._halt(wait)
 
     def _halt(self, wait: bool | float, report: bool = True) -> bool:
-        """Stop after the run in progress; what is left stays for ``start()``."""
         with self._lock:
-            self._active = False
-            self._end_drain()
+            self._active = self._draining = False
             current = self._current
         if current is not None and current.status == 0:
             current.cancel()  # a delayed / queued run that never started
@@ -213,39 +208,27 @@ class BackgroundWorker:
         return self._idle.wait(None if wait is True else float(wait))
 
     def _drain(self) -> bool:
-        """Start finishing the work already asked for, if this kind of worker
-        has any: the runs go on until it is done, then the worker stops.
-
-        :returns: whether the worker drains (``False``: stop it now).
-        """
+        """Run the work queued now, then stop; ``False``: none to wait for."""
         with self._lock:
-            if not self._active:
+            left = self._left()
+            if not self._active or left is None:
                 return False
             if not self._draining:
-                if not self._begin_drain():
-                    return False
-                self._draining = True
+                self._draining, self._drain_left = True, left
             idle = self._current is None
         if idle:
             self._schedule_next()  # nothing runs: start the drain (or end it)
         return True
 
-    def _begin_drain(self) -> bool:
-        """Set aside the work to finish before stopping (lock held); ``False``:
-        this worker has none (a loop or interval worker stops at once)."""
-        return False
+    def _left(self) -> int | None:
+        """Runs asked for and not started (``None``: this worker queues none)."""
+        return None
 
-    def _end_drain(self) -> None:
-        """Stop draining; work set aside and not done goes back (lock held)."""
-        self._draining = False
-
-    def _drained(self) -> None:
-        """The drain is done: the worker stops (lock held)."""
-        self._draining = False
-        self._active = False
+    _left_message = "%d item(s) still queued; start() processes them"
 
     def _report_left(self) -> None:
-        """Log the work left undone by a stop (it waits for ``start()``)."""
+        if left := self._left():
+            logger.warning(f"worker %s stopped with {self._left_message}", self.name, left)
 
     def _in_own_run(self) -> bool:
         return getattr(_run_context, "worker", None) is self
@@ -255,11 +238,8 @@ class BackgroundWorker:
         return self._active
 
     def restart(self, *args: Any, **kwargs: Any) -> None:
-        """Stop (waiting for the current run), then start again.
-
-        Queued items and triggers are not processed first: the restarted
-        worker processes them, with the new arguments.
-        """
+        """Stop (waiting for the current run), then start again; queued
+        items and triggers are left to the restarted worker."""
         self._halt(wait=not self._in_own_run(), report=False)
         self.start(*args, **kwargs)
 
@@ -274,17 +254,19 @@ class BackgroundWorker:
         with self._lock:
             if not self._active or self._current is not None:
                 return
-            args = self._take_run()
+            args = None if self._draining and not self._drain_left else self._take_run()
             if args is None:
+                if self._draining:  # drained: the worker stops
+                    self._active = self._draining = False
                 return
+            self._drain_left -= self._draining  # one run of the drain
             self._idle.clear()
             try:
                 task = self._submit(args, delay)
             except BaseException:
-                self._active = False
+                self._active = self._draining = False
                 self._idle.set()
                 self._give_back(args)
-                self._end_drain()
                 raise
             self._current = task
         task.add_done_callback(self._ran)
@@ -337,7 +319,7 @@ class BackgroundWorker:
             keep_going = self._keep_after_cancel()
             if not keep_going:
                 with self._lock:
-                    self._cancelled_run()
+                    self._give_back(task.args)
         else:
             error = task.exception()
             if error is not None:
@@ -355,8 +337,7 @@ class BackgroundWorker:
             self._current = None
             stopped_itself = not keep_going and self._active
             if not keep_going:
-                self._active = False
-                self._end_drain()
+                self._active = self._draining = False
         if stopped_itself and not task.cancelled():
             self._report_left()  # the executor returned False
         self._after_run(task)
@@ -367,10 +348,6 @@ class BackgroundWorker:
     def _keep_after_cancel(self) -> bool:
         """A run was cancelled (by ``stop()``, or by the user): stop."""
         return False
-
-    def _cancelled_run(self) -> None:
-        """A run that never started was cancelled: keep what it would have
-        consumed (lock held)."""
 
     def _after_run(self, task: Task) -> None:
         """Schedule what follows a run; the base worker runs again at once."""
@@ -501,12 +478,8 @@ class BackgroundQueueWorker(BackgroundWorker):
     The executor gets the item as its first argument.  ``q``/``queue`` may be
     ``True`` (FIFO) or a queue class, e.g. :class:`queue.PriorityQueue`
     (asyncio queue classes are accepted and mapped to their thread-safe
-    twins).  ``put()`` is thread-safe.
-
-    ``stop()`` (``wait=True``) processes the items already queued, then
-    stops; ``stop(wait=False)`` stops after the run in progress.  Items not
-    processed by a stop stay queued (``qsize()``), their number is logged,
-    and a later ``start()`` processes them.
+    twins).  ``put()`` is thread-safe.  ``stop()`` processes the items
+    queued when it is called, then stops (see :meth:`BackgroundWorker.stop`).
     """
 
     def __init__(self, *args: Any, q: Any = True, queue: Any = None, **kwargs: Any) -> None:
@@ -516,8 +489,6 @@ class BackgroundQueueWorker(BackgroundWorker):
         if not (isinstance(cls, type) and hasattr(cls, "put") and hasattr(cls, "get_nowait")):
             raise TypeError(f"q/queue must be True or a queue class, got {kind!r}")
         self._queue: Any = cls()
-        self._item: Any = None  # the item of the current run
-        self._backlog: deque[Any] = deque()  # the items stop() finishes
 
     def put(self, item: Any) -> None:
         """Queue *item* for the executor (thread-safe).
@@ -529,65 +500,36 @@ class BackgroundQueueWorker(BackgroundWorker):
         self._schedule()
 
     def _take_run(self) -> tuple[Any, ...] | None:
-        if self._draining:
-            if not self._backlog:
-                self._drained()
-                return None
-            item = self._backlog.popleft()
-        else:
-            try:
-                item = self._queue.get_nowait()
-            except queue_module.Empty:
-                return None
-        self._item = item
+        try:
+            item = self._queue.get_nowait()
+        except queue_module.Empty:
+            return None
         return (item, *self._args)
 
     def _give_back(self, args: tuple[Any, ...]) -> None:
         self._queue.put(args[0])
 
-    def _cancelled_run(self) -> None:
-        self._queue.put(self._item)
-
-    def _begin_drain(self) -> bool:
-        # The items queued now, in the queue's order; items put() from now
-        # on wait for a later start().
-        while True:
-            try:
-                self._backlog.append(self._queue.get_nowait())
-            except queue_module.Empty:
-                return True
-
-    def _end_drain(self) -> None:
-        super()._end_drain()
-        while self._backlog:
-            self._queue.put(self._backlog.popleft())
-
-    def _report_left(self) -> None:
-        left = self.qsize()
-        if left:
-            logger.warning("worker %s stopped with %d item(s) still queued; start() processes them", self.name, left)
+    def _left(self) -> int:
+        return self.qsize()
 
     def _started(self) -> None:
         self._schedule()
 
     def qsize(self) -> int:
-        """Items waiting to be processed (including those ``stop()`` is
-        still processing)."""
-        return int(self._queue.qsize()) + len(self._backlog)
+        """Items waiting in the queue."""
+        return int(self._queue.qsize())
 
 
 class BackgroundEventWorker(BackgroundWorker):
     """Runs its executor once per ``trigger()`` (thread-safe); triggers that
-    arrive while it runs are folded into one more run.
+    arrive while it runs are folded into one more run, which ``stop()``
+    still makes."""
 
-    ``stop()`` (``wait=True``) still makes the run a trigger already asked
-    for; a trigger a stop leaves undone is logged and kept for ``start()``.
-    """
+    _left_message = "%d trigger not run yet; start() runs it"
 
     def __init__(self, *args: Any, e: bool = True, event: bool | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pending = False
-        self._drain_pending = False  # the trigger stop() finishes
 
     def trigger(self) -> None:
         """Ask for one run of the executor (thread-safe)."""
@@ -596,12 +538,6 @@ class BackgroundEventWorker(BackgroundWorker):
         self._schedule()
 
     def _take_run(self) -> tuple[Any, ...] | None:
-        if self._draining:
-            if not self._drain_pending:
-                self._drained()
-                return None
-            self._drain_pending = False
-            return self._args
         if not self._pending:
             return None
         self._pending = False
@@ -610,23 +546,8 @@ class BackgroundEventWorker(BackgroundWorker):
     def _give_back(self, args: tuple[Any, ...]) -> None:
         self._pending = True
 
-    def _cancelled_run(self) -> None:
-        self._pending = True
-
-    def _begin_drain(self) -> bool:
-        # Triggers from now on wait for a later start().
-        self._drain_pending, self._pending = self._pending, False
-        return True
-
-    def _end_drain(self) -> None:
-        super()._end_drain()
-        if self._drain_pending:
-            self._drain_pending = False
-            self._pending = True
-
-    def _report_left(self) -> None:
-        if self._pending:
-            logger.warning("worker %s stopped with a trigger not run yet; start() runs it", self.name)
+    def _left(self) -> int:
+        return int(self._pending)
 
     def _started(self) -> None:
         self._schedule()
