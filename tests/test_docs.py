@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -37,21 +39,49 @@ def code_blocks(path: Path) -> list[str]:
             while i < len(lines) and (not lines[i].strip() or lines[i].startswith((" ", "\t"))):
                 body.append(lines[i])
                 i += 1
-            import textwrap
-
             blocks.append(textwrap.dedent("\n".join(body)).strip("\n"))
         else:
             i += 1
     return blocks
 
 
-def run_page(path: Path) -> dict:
-    """Run a page's examples in one namespace, as a reader would, in order."""
-    import tests.mp  # noqa: F401  (the seed's examples name ``tests.mp``)
+def all_code(path: Path) -> list[str]:
+    """Every code block of a page, run or not: reST ``code``/``code-block``
+    directives (any language) and Markdown fences."""
+    text = path.read_text()
+    if path.suffix == ".md":
+        return re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S)
+    blocks = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        if re.match(r"\s*\.\. (code|code-block|sourcecode)::", lines[i]):
+            i += 1
+            body = []
+            while i < len(lines) and (not lines[i].strip() or lines[i].startswith((" ", "\t"))):
+                body.append(lines[i])
+                i += 1
+            blocks.append(textwrap.dedent("\n".join(body)))
+        else:
+            i += 1
+    return blocks
 
+
+def run_page(path: Path) -> dict:
+    """Run a page's examples in one namespace, as a reader would, in order.
+
+    The namespace is a ``__main__`` script's, so code under the
+    ``if __name__ == "__main__":`` guard runs, as it does for the reader.
+    Only the original atasker's page (``tasks.rst``, kept verbatim) gets the
+    module ``tests.mp`` its examples name.
+    """
     # A page that stops the global supervisor must not break the next page.
     atasker.task_supervisor.start()
-    namespace: dict = {"__name__": "__docs__", "tests": sys.modules["tests"]}
+    namespace: dict = {"__name__": "__main__"}
+    if path.name == "tasks.rst":
+        import tests.mp  # noqa: F401
+
+        namespace["tests"] = sys.modules["tests"]
     for block in code_blocks(path):
         exec(compile(block, f"{path.name}", "exec"), namespace)
         for _name, value in list(namespace.items()):
@@ -70,6 +100,55 @@ def run_page(path: Path) -> dict:
     return namespace
 
 
+# A module of this repository's test suite: a reader outside the repository
+# cannot import it.
+TESTS_MODULE = re.compile(r"\btests\.\w|\b(?:from|import)\s+tests\b")
+
+DOC_PAGES = sorted([*DOCS.glob("*.rst"), *DOCS.glob("*.md"), ROOT / "README.md"])
+
+
+@pytest.mark.parametrize("page", [p.relative_to(ROOT).as_posix() for p in DOC_PAGES])
+def test_docs_code_names_no_test_suite_module(page):
+    path = ROOT / page
+    blocks = all_code(path)
+    if path.name == "tasks.rst" and SEED.exists():
+        # The original atasker's page names ``tests.mp.test`` and stays
+        # verbatim; what follows it must not.
+        blocks = blocks[len(all_code(SEED)) :]
+    offending = [b for b in blocks if TESTS_MODULE.search(b)]
+    assert not offending, f"{page}: a code block uses this repository's tests package:\n" + "\n---\n".join(offending)
+
+
+def test_the_tests_module_check_catches_an_import(tmp_path):
+    page = tmp_path / "page.rst"
+    page.write_text("Page\n****\n\n.. code:: python\n\n    import tests.mp\n    tests.mp.test()\n")
+    assert [b for b in all_code(page) if TESTS_MODULE.search(b)]
+    page.write_text("Page\n****\n\n.. code:: python\n\n    latests = 1\n    tests = [1]\n")
+    assert not [b for b in all_code(page) if TESTS_MODULE.search(b)]
+
+
+RUN_PAGES = sorted(p.name for p in DOCS.glob("*.rst") if p.name != "tasks.rst" and code_blocks(p))
+
+
+@pytest.mark.parametrize("page", RUN_PAGES)
+def test_docs_page_runs_as_a_script_outside_the_repository(page, tmp_path):
+    """A page's examples, pasted in order into a script and run from a
+    directory outside the repository: no ``tests`` package to import, and
+    process workers import the script as ``__mp_main__``."""
+    script = tmp_path / f"{Path(page).stem}_example.py"
+    script.write_text("\n\n".join(code_blocks(DOCS / page)) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_docs_tasks_page_is_the_seed_verbatim():
     page = (DOCS / "tasks.rst").read_text()
     if SEED.exists():
@@ -83,7 +162,7 @@ def test_seed_examples_run_verbatim():
     assert info is None or info.id == namespace["task_id"].id
 
 
-@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.rst") if p.name != "tasks.rst" and code_blocks(p)))
+@pytest.mark.parametrize("page", RUN_PAGES)
 def test_docs_examples_run(page):
     run_page(DOCS / page)
 

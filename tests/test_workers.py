@@ -340,3 +340,183 @@ def test_process_pool_worker(supervisor):
     assert [r[0] for r in SquareWorker.results] == [4, 9, 16]
     assert all(pid != os.getpid() for _, pid, _ in SquareWorker.results)
     assert SquareWorker.results[0][2] == "squares"
+
+
+def test_queue_worker_stop_processes_the_queued_items(supervisor):
+    got = []
+
+    @background_worker(q=True, supervisor=supervisor)
+    def consume(item, **kwargs):
+        got.append(item)
+
+    for i in range(10):
+        consume.put(i)
+    consume.start()
+    assert consume.stop(wait=WAIT)  # returns once the 10 items are processed
+    assert got == list(range(10))
+    assert not consume.is_active() and consume.qsize() == 0
+    assert supervisor.get_tasks() == []
+
+
+def test_queue_worker_stop_from_inside_drains_too(supervisor):
+    got = []
+    done = threading.Event()
+
+    @background_worker(q=True, supervisor=supervisor)
+    def consume(item, _worker, **kwargs):
+        got.append(item)
+        if item == 0:
+            _worker.stop()  # does not wait for itself; items 1..9 still run
+        if len(got) == 10:
+            done.set()
+
+    for i in range(10):
+        consume.put(i)
+    consume.start()
+    assert done.wait(WAIT)
+    assert consume.stop(wait=WAIT)
+    assert got == list(range(10)) and not consume.is_active()
+
+
+def test_queue_worker_items_put_after_stop_wait_for_a_later_start(supervisor):
+    got = []
+    gate = threading.Event()
+    running = threading.Event()
+
+    @background_worker(q=True, supervisor=supervisor)
+    def consume(item, **kwargs):
+        running.set()
+        gate.wait(WAIT)
+        got.append(item)
+
+    consume.start()
+    consume.put("queued-1")
+    assert running.wait(WAIT)
+    consume.put("queued-2")
+    stopper = threading.Thread(target=consume.stop)
+    stopper.start()
+    consume.put("after-stop")  # may land before or after stop() took its list
+    gate.set()
+    stopper.join(WAIT)
+    assert not stopper.is_alive() and not consume.is_active()
+    assert got[:2] == ["queued-1", "queued-2"]
+    left = 3 - len(got)
+    assert consume.qsize() == left
+    consume.start()
+    assert consume.stop(wait=WAIT)
+    assert got == ["queued-1", "queued-2", "after-stop"]
+
+
+def test_queue_worker_stop_without_wait_keeps_and_logs_the_items(supervisor, caplog):
+    got = []
+    gate = threading.Event()
+    running = threading.Event()
+
+    @background_worker(q=True, supervisor=supervisor)
+    def consume(item, **kwargs):
+        running.set()
+        gate.wait(WAIT)
+        got.append(item)
+
+    for i in range(5):
+        consume.put(i)
+    consume.start()
+    assert running.wait(WAIT)
+    with caplog.at_level("WARNING", logger="atasker"):
+        assert consume.stop(wait=False) is False  # item 0 is still running
+    assert "4 item(s) still queued" in caplog.text and "consume" in caplog.text
+    gate.set()
+    assert consume.stop(wait=WAIT)
+    assert got == [0] and consume.qsize() == 4  # kept, not dropped
+    consume.start()
+    assert consume.stop(wait=WAIT)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_queue_worker_stop_with_a_timeout_keeps_the_rest(supervisor, caplog):
+    got = []
+    gate = threading.Event()
+    running = threading.Event()
+
+    @background_worker(q=True, supervisor=supervisor)
+    def consume(item, **kwargs):
+        running.set()
+        gate.wait(WAIT)
+        got.append(item)
+
+    for i in range(3):
+        consume.put(i)
+    consume.start()
+    assert running.wait(WAIT)
+    with caplog.at_level("WARNING", logger="atasker"):
+        assert consume.stop(wait=0.05) is False  # item 0 blocks the drain
+    assert "2 item(s) still queued" in caplog.text
+    gate.set()
+    assert consume.stop(wait=WAIT)
+    assert got == [0] and consume.qsize() == 2
+
+
+def test_queue_worker_run_cancelled_before_it_started_keeps_its_item(make_supervisor):
+    sup = make_supervisor(pool_size=1, reserve_normal=0, reserve_high=0)
+    gate = threading.Event()
+    blocker = sup.submit(gate.wait, (WAIT,))  # the only slot is busy
+    got = []
+
+    @background_worker(q=True, supervisor=sup)
+    def consume(item, **kwargs):
+        got.append(item)
+
+    consume.start()
+    consume.put("a")  # its run waits for the slot
+    consume.put("b")
+    assert consume.stop(wait=False) is True  # the waiting run is cancelled
+    assert consume.qsize() == 2  # "a" went back to the queue
+    gate.set()
+    blocker.result(WAIT)
+    consume.start()
+    assert consume.stop(wait=WAIT)
+    assert sorted(got) == ["a", "b"]
+
+
+def test_event_worker_stop_runs_the_trigger_already_asked_for(supervisor):
+    runs = []
+    second = threading.Event()
+
+    @background_worker(e=True, supervisor=supervisor)
+    def on_event(_worker, **kwargs):
+        runs.append(1)
+        if len(runs) == 1:
+            _worker.trigger()  # something happened while we ran ...
+            _worker.stop()  # ... and it is still handled before stopping
+        else:
+            second.set()
+
+    on_event.start()
+    on_event.trigger()
+    assert second.wait(WAIT)
+    assert on_event.stop(wait=WAIT)
+    assert runs == [1, 1] and not on_event.is_active()
+
+
+def test_event_worker_stop_without_wait_keeps_the_trigger(supervisor):
+    runs = []
+    gate = threading.Event()
+    running = threading.Event()
+
+    @background_worker(e=True, supervisor=supervisor)
+    def on_event(**kwargs):
+        running.set()
+        gate.wait(WAIT)
+        runs.append(1)
+
+    on_event.start()
+    on_event.trigger()
+    assert running.wait(WAIT)
+    on_event.trigger()  # folded into one more run
+    on_event.stop(wait=False)
+    gate.set()
+    assert on_event.stop(wait=WAIT)
+    assert runs == [1]
+    on_event.start()  # the trigger was kept: it runs now
+    assert on_event.stop(wait=WAIT)
+    assert runs == [1, 1]

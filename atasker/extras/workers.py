@@ -110,6 +110,8 @@ class BackgroundWorker:
         self.loop = loop
         self._lock = threading.Lock()
         self._active = False
+        self._draining = False  # stop() processes the work queued, then stops
+        self._drain_left = 0
         self._current: Task | None = None
         self._idle = threading.Event()
         self._idle.set()
@@ -176,17 +178,57 @@ class BackgroundWorker:
         """Stop the worker; with *wait* (``True`` or seconds) wait for the
         current run to end.  Pending scheduled runs are cancelled.
 
+        A queue or event worker first processes the items queued (the
+        trigger received) when ``stop()`` is called, for at most *wait*
+        seconds; what a stop leaves undone stays queued and is logged.
+        From inside a run or a coroutine, ``stop()`` never blocks.
+
         :returns: ``True`` if no run is in progress when it returns.
         """
+        if wait is not False and self._drain():
+            if self._in_own_run() or _in_event_loop():
+                return self._idle.is_set()
+            if self._idle.wait(None if wait is True else float(wait)):
+                self._report_left()  # put() after stop(), or a failed submit
+                return True
+            wait = False  # the drain took too long: stop now, keep the rest
+        return self._halt(wait)
+
+    def _halt(self, wait: bool | float, report: bool = True) -> bool:
         with self._lock:
-            self._active = False
+            self._active = self._draining = False
             current = self._current
         if current is not None and current.status == 0:
             current.cancel()  # a delayed / queued run that never started
+        if report:
+            self._report_left()
         if wait is False or self._in_own_run() or _in_event_loop():
             # Never block an event loop, nor wait for the run we are in.
             return self._idle.is_set()
         return self._idle.wait(None if wait is True else float(wait))
+
+    def _drain(self) -> bool:
+        """Run the work queued now, then stop; ``False``: none to wait for."""
+        with self._lock:
+            left = self._left()
+            if not self._active or left is None:
+                return False
+            if not self._draining:
+                self._draining, self._drain_left = True, left
+            idle = self._current is None
+        if idle:
+            self._schedule_next()  # nothing runs: start the drain (or end it)
+        return True
+
+    def _left(self) -> int | None:
+        """Runs asked for and not started (``None``: this worker queues none)."""
+        return None
+
+    _left_message = "%d item(s) still queued; start() processes them"
+
+    def _report_left(self) -> None:
+        if left := self._left():
+            logger.warning(f"worker %s stopped with {self._left_message}", self.name, left)
 
     def _in_own_run(self) -> bool:
         return getattr(_run_context, "worker", None) is self
@@ -196,8 +238,9 @@ class BackgroundWorker:
         return self._active
 
     def restart(self, *args: Any, **kwargs: Any) -> None:
-        """Stop (waiting for the current run), then start again."""
-        self.stop(wait=not self._in_own_run())
+        """Stop (waiting for the current run), then start again; queued
+        items and triggers are left to the restarted worker."""
+        self._halt(wait=not self._in_own_run(), report=False)
         self.start(*args, **kwargs)
 
     def _supervisor(self) -> TaskSupervisor:
@@ -211,14 +254,17 @@ class BackgroundWorker:
         with self._lock:
             if not self._active or self._current is not None:
                 return
-            args = self._take_run()
+            args = None if self._draining and not self._drain_left else self._take_run()
             if args is None:
+                if self._draining:  # drained: the worker stops
+                    self._active = self._draining = False
                 return
+            self._drain_left -= self._draining  # one run of the drain
             self._idle.clear()
             try:
                 task = self._submit(args, delay)
             except BaseException:
-                self._active = False
+                self._active = self._draining = False
                 self._idle.set()
                 self._give_back(args)
                 raise
@@ -271,6 +317,9 @@ class BackgroundWorker:
         keep_going = True
         if task.cancelled():
             keep_going = self._keep_after_cancel()
+            if not keep_going:
+                with self._lock:
+                    self._give_back(task.args)
         else:
             error = task.exception()
             if error is not None:
@@ -286,8 +335,11 @@ class BackgroundWorker:
                     keep_going = False
         with self._lock:
             self._current = None
+            stopped_itself = not keep_going and self._active
             if not keep_going:
-                self._active = False
+                self._active = self._draining = False
+        if stopped_itself and not task.cancelled():
+            self._report_left()  # the executor returned False
         self._after_run(task)
         with self._lock:
             if self._current is None:
@@ -426,7 +478,8 @@ class BackgroundQueueWorker(BackgroundWorker):
     The executor gets the item as its first argument.  ``q``/``queue`` may be
     ``True`` (FIFO) or a queue class, e.g. :class:`queue.PriorityQueue`
     (asyncio queue classes are accepted and mapped to their thread-safe
-    twins).  ``put()`` is thread-safe.
+    twins).  ``put()`` is thread-safe.  ``stop()`` processes the items
+    queued when it is called, then stops (see :meth:`BackgroundWorker.stop`).
     """
 
     def __init__(self, *args: Any, q: Any = True, queue: Any = None, **kwargs: Any) -> None:
@@ -436,7 +489,6 @@ class BackgroundQueueWorker(BackgroundWorker):
         if not (isinstance(cls, type) and hasattr(cls, "put") and hasattr(cls, "get_nowait")):
             raise TypeError(f"q/queue must be True or a queue class, got {kind!r}")
         self._queue: Any = cls()
-        self._item: Any = None
 
     def put(self, item: Any) -> None:
         """Queue *item* for the executor (thread-safe).
@@ -457,6 +509,9 @@ class BackgroundQueueWorker(BackgroundWorker):
     def _give_back(self, args: tuple[Any, ...]) -> None:
         self._queue.put(args[0])
 
+    def _left(self) -> int:
+        return self.qsize()
+
     def _started(self) -> None:
         self._schedule()
 
@@ -467,7 +522,10 @@ class BackgroundQueueWorker(BackgroundWorker):
 
 class BackgroundEventWorker(BackgroundWorker):
     """Runs its executor once per ``trigger()`` (thread-safe); triggers that
-    arrive while it runs are folded into one more run."""
+    arrive while it runs are folded into one more run, which ``stop()``
+    still makes."""
+
+    _left_message = "%d trigger not run yet; start() runs it"
 
     def __init__(self, *args: Any, e: bool = True, event: bool | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -484,6 +542,12 @@ class BackgroundEventWorker(BackgroundWorker):
             return None
         self._pending = False
         return self._args
+
+    def _give_back(self, args: tuple[Any, ...]) -> None:
+        self._pending = True
+
+    def _left(self) -> int:
+        return int(self._pending)
 
     def _started(self) -> None:
         self._schedule()
