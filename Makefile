@@ -16,7 +16,7 @@ DEMO_DASK_STAMP := $(DEMO_VENV)/.installed-dask
 # compilation at install (Python compiles what the demo imports on first use).
 DEMO_PIP := $(DEMO_PY) -m pip install --quiet --no-compile
 
-.PHONY: venv demo-venv test demo demo-dask timeline bench bench-quick lint docs stress clean
+.PHONY: venv demo-venv test demo demo-dask timeline bench bench-quick lint docs stress wheel-smoke clean
 
 venv: $(STAMP)
 
@@ -65,13 +65,18 @@ stress: venv
 	ATASKER_STRESS=1 ATASKER_FIGURES=reliability-figures.json $(PY) -m pytest -q tests/reliability
 
 lint: venv
-	$(PY) -m ruff check atasker tests bench plugins
-	$(PY) -m ruff format --check atasker tests bench plugins
+	$(PY) -m ruff check atasker tests bench plugins .ci
+	$(PY) -m ruff format --check atasker tests bench plugins .ci
 	$(PY) -m mypy
 
 docs: venv
 	$(PY) -m pip install --quiet -e '.[docs]'
 	$(PY) -m sphinx -W -b html docs docs/_build/html
+
+# Wheels of atasker and every package under plugins/, installed into a fresh
+# venv outside the repo, and a smoke test there (part of .ci/run).
+wheel-smoke:
+	PYTHON=$(PYTHON) bash .ci/wheel-smoke
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) docs/_build build *.egg-info .pytest_cache
