@@ -12,9 +12,12 @@ DEMO_VENV := .venv-demo
 DEMO_PY := $(DEMO_VENV)/bin/python
 DEMO_STAMP := $(DEMO_VENV)/.installed
 DEMO_DASK_STAMP := $(DEMO_VENV)/.installed-dask
-# The demo venv is installed once and used as is: no pip upgrade, no byte
-# compilation at install (Python compiles what the demo imports on first use).
+# The demo venv is installed once and used as is: no byte compilation at
+# install (Python compiles what the demo imports on first use), and pip is
+# upgraded only when it is older than 21.3 (no editable installs of
+# pyproject-only projects; Python 3.10.0-3.10.2 bundle 21.2).
 DEMO_PIP := $(DEMO_PY) -m pip install --quiet --no-compile
+DEMO_PIP_OK := $(DEMO_PY) -c 'import sys, pip; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (21, 3))'
 
 .PHONY: venv demo-venv test demo demo-dask timeline bench bench-quick lint docs stress wheel-smoke clean
 
@@ -34,6 +37,7 @@ demo-venv: $(DEMO_STAMP)
 $(DEMO_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(DEMO_VENV)
 	echo '*' > $(DEMO_VENV)/.gitignore
+	$(DEMO_PIP_OK) || $(DEMO_PIP) --upgrade pip
 	$(DEMO_PIP) -e '.[demo]'
 	touch $(DEMO_STAMP)
 
