@@ -15,7 +15,7 @@ one supervisor with priorities, per-priority reserves and plugins.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 import atasker.builtin.mp.api as _process
 from atasker.api import TT_COROUTINE, TT_MP, TT_THREAD, background_task, wait_completed

@@ -1,0 +1,90 @@
+"""Smoke test of installed wheels (run by .ci/wheel-smoke in a fresh venv,
+from a temporary directory, so that nothing comes from the repo).
+
+Checks: atasker is 1.x and imported from site-packages; a thread, a process
+and a coroutine task; a task of the subprocess plugin; a supervisor with the
+fairshare queue policy; ``python -m atasker plugins`` lists the installed
+plugins (subprocess, fairshare, dask) and not the test plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+
+TIMEOUT = 30
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def pid_and_square(x: int) -> tuple[int, int]:
+    return os.getpid(), x * x
+
+
+async def add(a: int, b: int) -> int:
+    return a + b
+
+
+def check(condition: bool, what: str) -> None:
+    if not condition:
+        sys.exit(f"smoke: FAILED: {what}")
+    print(f"smoke: ok  {what}")
+
+
+def main() -> None:
+    import atasker
+    from atasker import TT_COROUTINE, TT_MP, TaskSupervisor, background_task, task_supervisor
+
+    site = os.path.realpath(sysconfig.get_paths()["purelib"])
+    where = os.path.realpath(atasker.__file__)
+    check(atasker.__version__.startswith("1."), f"atasker.__version__ {atasker.__version__} is 1.x")
+    check(where.startswith(site + os.sep), f"atasker imported from the venv's site-packages ({where})")
+
+    try:
+        check(background_task(square)(7).result(timeout=TIMEOUT) == 49, "thread task")
+        pid, value = background_task(pid_and_square, tt=TT_MP)(8).result(timeout=TIMEOUT)
+        check(value == 64 and pid != os.getpid(), "process task (in another process)")
+        check(background_task(add, tt=TT_COROUTINE)(2, 3).result(timeout=TIMEOUT) == 5, "coroutine task")
+        done = background_task(lambda: [sys.executable, "-c", "print('from a child')"], tt="subprocess")()
+        result = done.result(timeout=TIMEOUT)
+        check(result.returncode == 0 and result.stdout.strip() == "from a child", "subprocess-plugin task")
+    finally:
+        task_supervisor.stop()
+
+    sup = TaskSupervisor(queue_policy="fairshare", name="smoke-fairshare")
+    sup.start()
+    try:
+        tasks = [sup.submit(square, (i,), name=f"job-{i % 3}") for i in range(9)]
+        check([t.result(timeout=TIMEOUT) for t in tasks] == [i * i for i in range(9)], "fairshare-policy supervisor")
+    finally:
+        sup.stop()
+
+    out = subprocess.run(
+        [sys.executable, "-m", "atasker", "plugins", "--json"], capture_output=True, text=True, timeout=120
+    )
+    check(out.returncode == 0, f"python -m atasker plugins exits 0 {out.stderr.strip()}")
+    info = json.loads(out.stdout)
+    dists = {p["distribution"]: p["version"] for p in info["plugins"] if p["distribution"]}
+    broken = [p["name"] for p in info["plugins"] if p["error"]]
+    print(f"smoke:     plugins from distributions: {dists}")
+    check(not broken, f"no broken plugins {broken}")
+    for dist in ("atasker-subprocess", "atasker-fairshare", "atasker-dask"):
+        check(dists.get(dist, "").startswith("1."), f"{dist} 1.x is loaded")
+    check({"subprocess", "dask"} <= set(info["task_types"]), "task types subprocess and dask are registered")
+    check("fairshare" in info["queue_policies"], "queue policy fairshare is registered")
+    check(
+        "testecho" not in info["task_types"] and "atasker-testplugin" not in dists,
+        "the test plugin (testecho) is not installed",
+    )
+    text = subprocess.run([sys.executable, "-m", "atasker", "plugins"], capture_output=True, text=True, timeout=120)
+    check(text.returncode == 0 and "testecho" not in text.stdout, "plain listing has no testecho")
+    print("smoke: all passed")
+
+
+if __name__ == "__main__":
+    main()
