@@ -50,7 +50,7 @@ def test_quick_demo_runs_in_a_few_seconds(tmp_path):
 def test_engine_dask_without_the_plugin_says_what_to_install(tmp_path, capsys):
     assert run_demo(quick=True, engine="dask", out=tmp_path / "x") == 2
     err = capsys.readouterr().err
-    assert "no plugin provides the 'dask' task type" in err and "pip install atasker-dask" in err
+    assert "no plugin provides the 'dask' task type" in err and "pip install ./plugins/atasker-dask" in err
     assert not (tmp_path / "x").exists()
     assert run_demo(engine="spark", out=tmp_path / "x") == 2
     assert "unknown engine" in capsys.readouterr().err

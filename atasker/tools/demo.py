@@ -256,8 +256,9 @@ def run_demo(
     if cpu_tt not in sup.task_types():
         print(
             "atasker demo --engine dask: no plugin provides the 'dask' task type.\n"
-            "  Install the Dask plugin: pip install atasker-dask  (it brings dask[distributed];\n"
-            "  the demo then runs its CPU-bound tasks on a local Dask cluster).",
+            "  Install the Dask plugin from this repository: pip install ./plugins/atasker-dask\n"
+            "  (it brings dask[distributed]; the demo then runs its CPU-bound tasks on a local\n"
+            "  Dask cluster), or run make demo-dask.",
             file=sys.stderr,
         )
         return 2

@@ -1,6 +1,6 @@
 """atasker task type ``"dask"``: background tasks on a Dask distributed cluster.
 
-After ``pip install atasker-dask`` the same task runs on a cluster by naming
+After installing ``plugins/atasker-dask`` the same task runs on a cluster by naming
 the task type::
 
     from atasker import TASK_HIGH, background_task
@@ -66,7 +66,7 @@ __all__ = [
     "local_cluster",
 ]
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 #: The task type name: ``background_task(f, tt=TT_DASK)``.
 TT_DASK = "dask"
