@@ -86,3 +86,42 @@ def test_a_thread_task_timeout_fails_the_handle_and_the_thread_runs_on(make_supe
 def test_a_thread_task_that_returns_in_time_is_not_timed_out(make_supervisor):
     sup = make_supervisor()
     assert [sup.submit(pow, (2, n), timeout=WAIT).result(WAIT) for n in range(50)] == [2**n for n in range(50)]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_thread_and_coroutine_tasks_afresh(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "forker.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, sys
+            from atasker import TaskSupervisor
+
+            async def aget(x):
+                return x + 1
+
+            sup = TaskSupervisor(autoload=False)
+            assert sup.submit(pow, (2, 3)).result(10) == 8
+            assert sup.submit(aget, (1,), tt="coroutine").result(10) == 2
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    ok = sup.submit(pow, (2, 5)).result(10) == 32
+                    ok = ok and sup.submit(aget, (41,), tt="coroutine").result(10) == 42
+                    ok = ok and sup.stop(wait=10)
+                finally:
+                    os._exit(0 if ok else 3)
+            _, status = os.waitpid(pid, 0)
+            print("child", os.waitstatus_to_exitcode(status))
+            assert sup.submit(pow, (2, 2)).result(10) == 4
+            sup.stop()
+            """
+        )
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "child 0", out.stderr

@@ -172,6 +172,20 @@ class Dispatcher:
         self.on_started: Callable[[Task], object] | None = None
         self.on_finished: Callable[[Task], object] | None = None
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's threads, workers and records are not ours.
+
+        New locks (another thread of the parent may have held them at the
+        fork), no slots, no store, no timer, not active: the child's first
+        use starts the supervisor afresh.
+        """
+        self.lock = threading.Lock()
+        self.all_done = threading.Condition(self.lock)
+        self.store = None
+        self.timer = None
+        self.active = self.stopping = self.draining = False
+        self.reset()
+
     def reset(self) -> None:
         """Forget the counts of the previous run (``start()``, under the lock)."""
         self.slots = {}

@@ -8,9 +8,11 @@ process's -- interpreter exit and ``fork`` -- in one place.
   Then the callbacks plugins registered with :func:`at_exit` run, newest
   first (a process pool kills workers whose task outlived a timed stop).
 * In a forked child, the copies of the parent's supervisors own none of its
-  threads or workers: they are forgotten, so stopping them at the child's
-  exit cannot act on the parent's resources, and the callbacks plugins
-  registered with :func:`after_fork_in_child` run.
+  threads, workers or task records: each forgets them and starts afresh on
+  its first use in the child (so the child's thread tasks run), stopping
+  them at the child's exit cannot act on the parent's resources, and the
+  callbacks plugins registered with :func:`after_fork_in_child` run.
+  Handles of tasks the parent had in flight do not resolve in the child.
 """
 
 from __future__ import annotations
@@ -111,7 +113,10 @@ def _run_at_exit() -> None:
 
 
 def _in_child() -> None:
+    supervisors = list(_supervisors)
     _supervisors.clear()
+    for supervisor in supervisors:
+        supervisor._lifecycle.forget_after_fork()  # type: ignore[attr-defined]  # a TaskSupervisor: see watch_supervisor
     for callback in list(_fork_callbacks):
         try:
             callback()
@@ -151,6 +156,14 @@ class Lifecycle:
         self.status_store: str | None = None
         #: The queue policy of this run, once started.
         self.policy_name = "priority"
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: start afresh on first use (see :meth:`Dispatcher.forget_after_fork`)."""
+        self.config_lock = threading.RLock()
+        self.supervisor._config_lock = self.config_lock  # type: ignore[attr-defined]  # the façade shares it
+        self.stopped = threading.Event()
+        self.ever_started = False
+        self.dispatch.forget_after_fork()
 
     # ---------------------------------------------------------------- start
 

@@ -7,12 +7,14 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from atasker.builtin.coroutine.aloop import DEFAULT_ALOOP_NAME, TT_COROUTINE, ALoop
 from atasker.builtin.coroutine.errors import AloopStoppedError, UnknownAloopError
 from atasker.builtin.coroutine.feeder import Feeder
+from atasker.core import lifecycle
 from atasker.errors import SupervisorStoppedError
 from atasker.plugin.hookspecs import hookimpl
 
@@ -22,6 +24,16 @@ if TYPE_CHECKING:
 __all__ = ["Aloops", "atasker_configure", "atasker_supervisor_stopped"]
 
 logger = logging.getLogger("atasker")
+
+_all_aloops: weakref.WeakSet[Aloops] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for aloops in list(_all_aloops):
+        aloops.forget_after_fork()
+
+
+lifecycle.after_fork_in_child(_forget_in_child)
 
 
 class Aloops:
@@ -42,6 +54,14 @@ class Aloops:
         # the feeder refers to its loop, which would keep every key alive.
         # Closed loops are pruned whenever a new loop is added instead.
         self.foreign: dict[asyncio.AbstractEventLoop, Feeder] = {}
+        _all_aloops.add(self)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the aloops' threads are the parent's; forget them."""
+        self.lock = threading.RLock()
+        self.aloops = {}
+        self.default = None
+        self.foreign = {}
 
     def create_aloop(
         self,
