@@ -22,6 +22,7 @@ from atasker.api import TT_COROUTINE, TT_MP, TT_THREAD, background_task, wait_co
 from atasker.builtin.coroutine import ALoop, AloopStoppedError, UnknownAloopError
 from atasker.builtin.mp.api import *  # noqa: F403  (the process-task API, see process.__all__)
 from atasker.core.pool import Pool
+from atasker.core.signals import signals_to_main_thread, unblock_signals
 from atasker.core.supervisor import TaskSupervisor, default_supervisor
 from atasker.core.task import (
     TASK_CRITICAL,
@@ -126,6 +127,8 @@ __all__ = [
     "WorkerDiedError",
     "__version__",
     "background_task",
+    "signals_to_main_thread",
+    "unblock_signals",
     "default_supervisor",
     "hookimpl",
     "hookspec",

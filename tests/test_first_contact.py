@@ -125,3 +125,121 @@ def test_a_forked_child_runs_thread_and_coroutine_tasks_afresh(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "child 0", out.stderr
+
+
+def _start_interruptible(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, sys, time
+            from atasker import background_task, task_supervisor
+
+            # As in a terminal: a test runner may have started us with SIGINT ignored.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+            def busy(n):
+                os.write(1, f"running {os.getpid()}\\n".encode())  # one write: workers share the pipe
+                time.sleep(120)
+
+            if __name__ == "__main__":
+                task_supervisor.set_mp_pool(pool_size=2, reserve_normal=0, reserve_high=0)
+                for n in range(12):
+                    background_task(busy, tt="mp")(n)
+                print("submitted", flush=True)
+                time.sleep(120)  # Ctrl-C lands here
+            """
+        )
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("ATASKER_")}
+    env["ATASKER_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    pids, submitted = [], False
+    while len(pids) < 2 or not submitted:
+        line = proc.stdout.readline()
+        assert line, proc.communicate(timeout=WAIT)
+        if line.startswith("running"):
+            pids.append(int(line.split()[1]))
+        submitted = submitted or line.startswith("submitted")
+    return proc, pids
+
+
+def _alive(pid):
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_cancels_the_queue_says_what_it_waits_for_and_a_second_one_exits_at_once(tmp_path):
+    import signal
+    import time
+
+    proc, pids = _start_interruptible(tmp_path)
+    try:
+        proc.send_signal(signal.SIGINT)
+        waited = []
+        while True:
+            line = proc.stderr.readline()
+            assert line, f"the program ended after one Ctrl-C while tasks were running: {proc.wait(WAIT)}"
+            if line.startswith("atasker: interrupted"):
+                waited.append(line)
+                break
+        assert "cancelling 10 queued task(s), waiting for 2 running task(s)" in waited[0]
+        assert "press Ctrl-C again" in waited[0]
+        assert proc.poll() is None and all(_alive(p) for p in pids)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(WAIT) == 130
+        assert time.monotonic() - began < 10
+        assert "aborted: worker processes terminated" in proc.stderr.read()
+        deadline = time.monotonic() + WAIT
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)  # sleep-ok: polling the OS for a killed process to be reaped
+        assert not any(_alive(p) for p in pids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_a_process_task_from_a_script_names_the_script_in_its_remote_traceback(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "myscript.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import traceback
+            from atasker import TaskSupervisor
+
+            def broken(x):
+                return 1 / x
+
+            if __name__ == "__main__":
+                sup = TaskSupervisor(autoload=False)
+                try:
+                    sup.submit(broken, (0,), tt="mp").result(30)
+                except ZeroDivisionError as exc:
+                    traceback.print_exception(exc)
+                sup.stop()
+            """
+        )
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f'File "{script}", line 6, in broken' in out.stderr and "return 1 / x" in out.stderr
+    assert "<dynamic-code>" not in out.stderr

@@ -348,12 +348,18 @@ class Dispatcher:
         else:
             # The callback runs before the handle resolves: whoever waits on
             # the handle can rely on the callback having run.
+            interrupted = None
             if task.callback is not None:
                 try:
                     task.callback(result)
                 except BaseException as exc:  # even SystemExit: the handle must still resolve
                     self.internal_error(exc, f"callback of task {task.id} ({task.name})")
+                    if isinstance(exc, KeyboardInterrupt):
+                        interrupted = exc  # Ctrl-C is the user's: raised once the handle resolved
             task.set_result(result)
+            if interrupted is not None:
+                self.finished(task)
+                raise interrupted
         self.finished(task)
 
     def release(self, task: Task, was_running: bool, take_next: bool = False) -> Task | None:
@@ -406,6 +412,8 @@ class Dispatcher:
         """Call an observer hook; its errors are reported, never raised."""
         try:
             observer(task)
+        except KeyboardInterrupt:
+            raise  # Ctrl-C is the user's, not the plugin's error
         except BaseException as exc:  # even SystemExit: the dispatching thread must go on
             self.internal_error(exc, f"hook {hook_name}")
 

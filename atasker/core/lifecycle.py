@@ -1,6 +1,10 @@
 """Lifecycle: a supervisor's start and stop (:class:`Lifecycle`), and the
 process's -- interpreter exit and ``fork`` -- in one place.
 
+* At exit after Ctrl-C (an uncaught ``KeyboardInterrupt``), queued and
+  delayed tasks are cancelled, one line on stderr says how many running
+  tasks are waited for, and a second Ctrl-C kills the worker processes and
+  exits at once with status 130.
 * At exit, every started supervisor is stopped (``stop(wait=True)``) from
   ``threading._register_atexit`` -- the hook ``concurrent.futures`` uses --
   which runs before non-daemon threads are joined, so queued work still
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -30,7 +35,15 @@ from atasker.core.task import SupervisorAPI, thread_state
 from atasker.core.timer import Timer
 from atasker.errors import SupervisorStoppedError
 
-__all__ = ["OPTION_PROVIDERS", "Lifecycle", "after_fork_in_child", "at_exit", "cancel_at_exit", "watch_supervisor"]
+__all__ = [
+    "OPTION_PROVIDERS",
+    "Lifecycle",
+    "aborting",
+    "after_fork_in_child",
+    "at_exit",
+    "cancel_at_exit",
+    "watch_supervisor",
+]
 
 #: Which built-in plugin handles each ``start()`` option, named in the error
 #: when it is blocked (any plugin may handle them).
@@ -43,6 +56,7 @@ _exit_callbacks: list[Callable[[], object]] = []
 _fork_callbacks: list[Callable[[], object]] = []
 _lock = threading.Lock()
 _registered = False
+_aborting = False
 
 
 def watch_supervisor(supervisor: SupervisorAPI) -> None:
@@ -98,11 +112,53 @@ def _register() -> None:
 
 
 def _run_at_exit() -> None:
-    for supervisor in list(_supervisors):
-        try:
-            supervisor.stop(wait=True)
-        except Exception:
-            logger.exception("stopping %r at exit failed", supervisor)
+    supervisors = list(_supervisors)
+    # The program ends because of Ctrl-C: queued work is not wanted any more,
+    # and a second Ctrl-C must end it at once.
+    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+    try:
+        if interrupted:
+            _announce_interrupt(supervisors)
+        for supervisor in supervisors:
+            try:
+                supervisor.stop(wait=True, cancel_tasks=interrupted)
+            except Exception:
+                logger.exception("stopping %r at exit failed", supervisor)
+    except KeyboardInterrupt:
+        global _aborting
+        _aborting = True
+        print("atasker: aborted: worker processes terminated, running tasks abandoned", file=sys.stderr)
+        _run_exit_callbacks()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # 128 + SIGINT, as a shell reports it
+    _run_exit_callbacks()
+
+
+def aborting() -> bool:
+    """Whether the program is exiting on a second Ctrl-C: exit callbacks must not wait."""
+    return _aborting
+
+
+def _announce_interrupt(supervisors: list[SupervisorAPI]) -> None:
+    running = queued = 0
+    for supervisor in supervisors:
+        if supervisor.is_active():
+            for task in supervisor.get_tasks():
+                if task.time_started is None:
+                    queued += 1
+                else:
+                    running += 1
+    if running or queued:
+        print(
+            f"atasker: interrupted: cancelling {queued} queued task(s), waiting for {running} running "
+            "task(s) to finish; press Ctrl-C again to abort them",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _run_exit_callbacks() -> None:
     with _lock:
         callbacks = list(reversed(_exit_callbacks))
     for callback in callbacks:
@@ -252,6 +308,8 @@ class Lifecycle:
             return
         try:
             getattr(pm.hook, hook_name)(**kwargs)
+        except KeyboardInterrupt:
+            raise  # Ctrl-C is the user's, not the plugin's error
         except BaseException as exc:
             sup.report_internal_error(exc, f"hook {hook_name}")
 

@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from atasker.core.signals import signals_to_main_thread
+
 __all__ = ["Timer", "TimerHandle"]
 
 
@@ -94,6 +96,7 @@ class Timer:
             return sum(1 for _, _, h in self._heap if not h.cancelled)
 
     def _run(self) -> None:
+        signals_to_main_thread()  # Ctrl-C goes to the main thread
         cond, heap = self._cond, self._heap
         while True:
             with cond:

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from atasker.core.signals import signals_to_main_thread
 from atasker.core.supervisor import default_supervisor
 from atasker.core.task import Task
 from atasker.plugin.hookspecs import hookimpl
@@ -248,6 +249,7 @@ class LiveView:
         return terminal and _rich_available()
 
     def _run(self, interval: float) -> None:
+        signals_to_main_thread()  # Ctrl-C goes to the main thread
         # A fixed display rate: this thread only reads, no task waits for it.
         while not self._stop_event.wait(interval):
             try:

@@ -326,7 +326,8 @@ def _kill_leftovers() -> None:
     """
     for executor in list(_executors):
         if not executor._forked:
-            executor.kill_workers()
+            # On a second Ctrl-C, the program exits at once: kill, do not wait.
+            executor.kill_workers(wait=0.2 if lifecycle.aborting() else 5.0)
 
 
 lifecycle.at_exit(_kill_leftovers)

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from atasker.builtin.mp.api import ProcessDiedError, RemoteTraceback, TaskPicklingError
 from atasker.builtin.mp.spawn import Poller, Worker, describe_exit, grow_pipe, start_worker_process
 from atasker.builtin.mp.worker import ERROR, EXIT, FAILED, HEADER, INIT_FAILED, OK, READY, frame_end, send_msg
+from atasker.core.signals import signals_to_main_thread
 
 if TYPE_CHECKING:
     from atasker.core.task import SupervisorAPI, Task
@@ -224,6 +225,7 @@ class WorkerManager:
     # ------------------------------------------------------------ manager thread
 
     def _run(self) -> None:
+        signals_to_main_thread()  # Ctrl-C goes to the main thread
         # Process tasks' callbacks run here, and every outcome passes through.
         try:
             while self._loop_once():
@@ -496,6 +498,9 @@ class WorkerManager:
             close,
             name=f"atasker_mp_{self._supervisor.name}_{number}",
         )
+        # multiprocessing's resource tracker unblocks SIGINT in the thread
+        # that starts a process: block it again (see signals_to_main_thread).
+        signals_to_main_thread()
         os.set_blocking(reply_r.fileno(), False)
         w = Worker(proc, reply_r, task_w, generation)
         self._fds[w.rfd] = (_READ, w)

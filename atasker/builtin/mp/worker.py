@@ -133,10 +133,49 @@ def dumps(obj: Any) -> bytes:
         pass
     except (pickle.PicklingError, TypeError, AttributeError):
         pass  # a lambda, a closure, ...: cloudpickle stores them by value
+    buf = io.BytesIO()
+    _by_value_pickler()(buf, PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+_BY_VALUE: Any = None
+
+
+def _by_value_pickler() -> Any:
+    """cloudpickle's pickler, keeping each function's file name.
+
+    cloudpickle writes ``<dynamic-code>`` as the file of code it sends by
+    value (to make payloads deterministic); a task defined in a script
+    would then show ``File "<dynamic-code>"`` in its worker traceback.
+    Code objects keep their ``co_filename`` here, so tracebacks name the
+    script (and show its lines).  If cloudpickle's internals change, its
+    plain pickler is used.
+    """
+    global _BY_VALUE
+    if _BY_VALUE is not None:
+        return _BY_VALUE
+    import copyreg
+    from collections import ChainMap
+
     import cloudpickle
 
-    data: bytes = cloudpickle.dumps(obj, PROTOCOL)
-    return data
+    pickler: Any = cloudpickle.Pickler
+    code_reduce = getattr(getattr(cloudpickle, "cloudpickle", None), "_code_reduce", None)
+    table: Any = getattr(pickler, "_dispatch_table", None)
+    if code_reduce is not None and isinstance(table, dict):
+
+        def reduce_code(code: types.CodeType) -> Any:
+            rebuild, args = code_reduce(code)
+            args = tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+            return rebuild, args
+
+        class KeepFilenames(pickler):  # type: ignore[misc]  # cloudpickle has no annotations
+            _dispatch_table = {**table, types.CodeType: reduce_code}
+            dispatch_table = ChainMap(_dispatch_table, copyreg.dispatch_table)
+
+        pickler = KeepFilenames
+    _BY_VALUE = pickler
+    return pickler
 
 
 def dumps_reply(result: Any) -> bytes:

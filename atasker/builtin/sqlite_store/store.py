@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from atasker.builtin.sqlite_store.db import StatusStoreError, begin_run, is_transient, open_db, prune
 from atasker.builtin.sqlite_store.url import parse_url, resolve_url
 from atasker.core import lifecycle
+from atasker.core.signals import signals_to_main_thread
 from atasker.plugin.hookspecs import hookimpl
 from atasker.plugin.protocols import CommandType, StatusStoreType
 
@@ -323,6 +324,7 @@ class SQLiteStore:
     # -------------------------------------------------------------- writer
 
     def _run(self) -> None:
+        signals_to_main_thread()  # Ctrl-C goes to the main thread
         markers: list[threading.Event] = []  # flush() callers waiting on this batch
         try:
             if self.keep is not None:

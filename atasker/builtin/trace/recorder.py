@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from atasker.core.signals import signals_to_main_thread
 from atasker.core.task import (
     PRIORITY_COLORS,
     PRIORITY_NAMES,
@@ -390,6 +391,7 @@ class TraceRecorder:
     # ---------------------------------------------------------------- writer
 
     def _run(self) -> None:
+        signals_to_main_thread()  # Ctrl-C goes to the main thread
         cond, events = self._cond, self._events
         try:
             while True:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from atasker import AtaskerError
+from atasker import AtaskerError, signals_to_main_thread
 
 __all__ = ["EventThread"]
 
@@ -83,6 +83,7 @@ class EventThread:
         return self._thread is threading.current_thread()
 
     def _run(self) -> None:
+        signals_to_main_thread()  # Ctrl-C goes to the main thread
         # Task callbacks run here, and every outcome passes through here: the
         # supervisor sees this thread report other tasks' outcomes, so a
         # stop(wait=True) from a callback fails rather than waits for itself.

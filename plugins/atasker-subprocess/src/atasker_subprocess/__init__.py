@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from atasker import BaseExecutor, Pool, SupervisorAPI, Task, TaskType, hookimpl
+from atasker import BaseExecutor, Pool, SupervisorAPI, Task, TaskType, hookimpl, unblock_signals
 
 __all__ = ["TT_SUBPROCESS", "Command", "CommandTimeoutError", "SubprocessExecutor"]
 
@@ -93,6 +93,7 @@ class SubprocessExecutor(BaseExecutor):
         thread.start()
 
     def _run(self, task: Task) -> None:
+        unblock_signals()  # the child inherits this thread's mask: Ctrl-C must reach it
         try:
             try:
                 # task.run(): a stop() from this task's callback does not wait for it.
