@@ -108,8 +108,8 @@ def workload(quick: bool = False, seed: int = 8) -> list[Job]:
     """
     rng = random.Random(seed)
     scale = 0.3 if quick else 1.0  # task lengths
-    span = 2.0 if quick else 22.0  # seconds of arrivals
-    step = 0.06 if quick else 0.2  # mean gap between stream arrivals
+    span = 2.0 if quick else 14.0  # seconds of arrivals
+    step = 0.06 if quick else 0.16  # mean gap between stream arrivals
     batch = {"io": 14, "cpu": 3, "coro": 14} if quick else {"io": 24, "cpu": 4, "coro": 18}
     specs: list[tuple[float, str, int, float]] = []
 
