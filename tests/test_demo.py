@@ -90,3 +90,40 @@ def test_workload_is_deterministic_and_mixed():
 def test_burn_cpu_burns_cpu_time():
     assert burn_cpu(0.0) == 0
     assert burn_cpu(0.01) >= 200
+
+
+def test_ctrl_c_in_the_demo_cancels_the_queue_and_the_live_view_draws_to_the_end(tmp_path):
+    import signal
+
+    from tests.conftest import WAIT
+
+    # As from a terminal: SIGINT may be ignored when the suite runs in the background.
+    launcher = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        f"sys.argv = ['atasker', 'demo', '--quick', '--out', {str(tmp_path / 'demo')!r}]; "
+        "runpy.run_module('atasker', run_name='__main__')"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launcher], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        lines = []
+        for line in proc.stdout:  # the first line of the live view: tasks are running and queued
+            lines.append(line)
+            if line.startswith("[demo "):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=WAIT)
+        assert proc.returncode == 130, "".join(lines) + rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    after = rest.splitlines()
+    said = [i for i, line in enumerate(after) if line.startswith("atasker: interrupted: cancelling")]
+    assert said, rest
+    assert "press Ctrl-C again to abort them" in after[said[0]]
+    # The view is still drawn after the interrupt: its final line comes after the notice.
+    assert any(re.match(r"\[demo +[\d.]+s final\]", line) for line in after[said[0] :]), rest
+    assert after[-1] == "atasker demo: interrupted"
+    assert "Traceback" not in rest

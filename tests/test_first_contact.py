@@ -127,7 +127,7 @@ def test_a_forked_child_runs_thread_and_coroutine_tasks_afresh(tmp_path):
     assert out.stdout.strip() == "child 0", out.stderr
 
 
-def _start_interruptible(tmp_path):
+def _start_interruptible(tmp_path, stop_in_finally=False):
     import subprocess
     import sys
     import textwrap
@@ -146,13 +146,20 @@ def _start_interruptible(tmp_path):
                 os.write(1, f"running {os.getpid()}\\n".encode())  # one write: workers share the pipe
                 time.sleep(120)
 
-            if __name__ == "__main__":
+            def main():
                 task_supervisor.set_mp_pool(pool_size=2, reserve_normal=0, reserve_high=0)
                 for n in range(12):
                     background_task(busy, tt="mp")(n)
                 print("submitted", flush=True)
                 time.sleep(120)  # Ctrl-C lands here
+
+            if __name__ == "__main__":
             """
+        )
+        + (
+            "    try:\n        main()\n    finally:\n        task_supervisor.stop()\n"
+            if stop_in_finally
+            else "    main()\n"
         )
     )
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("ATASKER_")}
@@ -180,20 +187,25 @@ def _alive(pid):
     return True
 
 
-def test_ctrl_c_cancels_the_queue_says_what_it_waits_for_and_a_second_one_exits_at_once(tmp_path):
+@pytest.mark.parametrize("stop_in_finally", [False, True], ids=["at-exit", "stop-in-finally"])
+def test_ctrl_c_cancels_the_queue_says_what_it_waits_for_and_a_second_one_exits_at_once(tmp_path, stop_in_finally):
+    import queue
     import signal
+    import threading
     import time
 
-    proc, pids = _start_interruptible(tmp_path)
+    proc, pids = _start_interruptible(tmp_path, stop_in_finally)
     try:
         proc.send_signal(signal.SIGINT)
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in iter(proc.stderr.readline, "")])
+        reader.start()
         waited = []
-        while True:
-            line = proc.stderr.readline()
+        while not waited:
+            line = lines.get(timeout=WAIT)  # a program still draining the queue says nothing
             assert line, f"the program ended after one Ctrl-C while tasks were running: {proc.wait(WAIT)}"
             if line.startswith("atasker: interrupted"):
                 waited.append(line)
-                break
         assert "cancelling 10 queued task(s), waiting for 2 running task(s)" in waited[0]
         assert "press Ctrl-C again" in waited[0]
         assert proc.poll() is None and all(_alive(p) for p in pids)
@@ -201,7 +213,8 @@ def test_ctrl_c_cancels_the_queue_says_what_it_waits_for_and_a_second_one_exits_
         proc.send_signal(signal.SIGINT)
         assert proc.wait(WAIT) == 130
         assert time.monotonic() - began < 10
-        assert "aborted: worker processes terminated" in proc.stderr.read()
+        reader.join(WAIT)
+        assert any("aborted: worker processes terminated" in line for line in list(lines.queue))
         deadline = time.monotonic() + WAIT
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)  # sleep-ok: polling the OS for a killed process to be reaped

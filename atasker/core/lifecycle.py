@@ -4,7 +4,8 @@ process's -- interpreter exit and ``fork`` -- in one place.
 * At exit after Ctrl-C (an uncaught ``KeyboardInterrupt``), queued and
   delayed tasks are cancelled, one line on stderr says how many running
   tasks are waited for, and a second Ctrl-C kills the worker processes and
-  exits at once with status 130.
+  exits at once with status 130.  A ``stop()`` called while the
+  ``KeyboardInterrupt`` is handled (``try: ... finally: stop()``) does the same.
 * At exit, every started supervisor is stopped (``stop(wait=True)``) from
   ``threading._register_atexit`` -- the hook ``concurrent.futures`` uses --
   which runs before non-daemon threads are joined, so queued work still
@@ -42,6 +43,7 @@ __all__ = [
     "after_fork_in_child",
     "at_exit",
     "cancel_at_exit",
+    "stop_on_interrupt",
     "watch_supervisor",
 ]
 
@@ -57,6 +59,7 @@ _fork_callbacks: list[Callable[[], object]] = []
 _lock = threading.Lock()
 _registered = False
 _aborting = False
+_interrupt_stop = False  # stop_on_interrupt() is stopping
 
 
 def watch_supervisor(supervisor: SupervisorAPI) -> None:
@@ -115,24 +118,59 @@ def _run_at_exit() -> None:
     supervisors = list(_supervisors)
     # The program ends because of Ctrl-C: queued work is not wanted any more,
     # and a second Ctrl-C must end it at once.
-    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
-    try:
-        if interrupted:
-            _announce_interrupt(supervisors)
+    if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+        stop_on_interrupt(supervisors)
+    else:
         for supervisor in supervisors:
             try:
-                supervisor.stop(wait=True, cancel_tasks=interrupted)
+                supervisor.stop(wait=True)
             except Exception:
                 logger.exception("stopping %r at exit failed", supervisor)
+    _run_exit_callbacks()
+
+
+def stop_on_interrupt(supervisors: list[SupervisorAPI]) -> bool:
+    """Stop *supervisors* the way the first Ctrl-C asks for.
+
+    Queued and delayed tasks are cancelled, one line on stderr says how many
+    running tasks are waited for, and a second Ctrl-C while they run runs the
+    exit callbacks (worker processes are terminated) and ends the process at
+    once with status 130.  ``stop(wait=...)`` called while a
+    ``KeyboardInterrupt`` is being handled (in an ``except`` or ``finally``
+    block: the usual ``try: ... finally: supervisor.stop()``) comes here too.
+
+    :returns: whether every task ended.
+    """
+    global _interrupt_stop, _aborting
+    _interrupt_stop = True
+    try:
+        _announce_interrupt(supervisors)
+        all_done = True
+        for supervisor in supervisors:
+            try:
+                all_done = supervisor.stop(wait=True, cancel_tasks=True) and all_done
+            except Exception:
+                logger.exception("stopping %r after Ctrl-C failed", supervisor)
+        return all_done
     except KeyboardInterrupt:
-        global _aborting
         _aborting = True
         print("atasker: aborted: worker processes terminated, running tasks abandoned", file=sys.stderr)
         _run_exit_callbacks()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)  # 128 + SIGINT, as a shell reports it
-    _run_exit_callbacks()
+    finally:
+        _interrupt_stop = False
+
+
+def _handling_interrupt() -> bool:
+    # A Ctrl-C being handled by the calling code, on the thread Python
+    # delivers it to; not while stop_on_interrupt() itself stops.
+    return (
+        not _interrupt_stop
+        and isinstance(sys.exc_info()[1], KeyboardInterrupt)
+        and threading.current_thread() is threading.main_thread()
+    )
 
 
 def aborting() -> bool:
@@ -338,6 +376,8 @@ class Lifecycle:
 
     def stop(self, wait: bool | float, cancel_tasks: bool) -> bool:
         """See :meth:`TaskSupervisor.stop`."""
+        if wait is not False and _handling_interrupt():
+            return stop_on_interrupt([self.supervisor])
         sup, dispatch = self.supervisor, self.dispatch
         own = self.own_tasks(wait)
         if sup.is_active():

@@ -118,5 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from atasker.tools.demo import run_demo
 
-        return run_demo(quick=args.quick, engine=args.engine, out=args.out)
+        try:
+            return run_demo(quick=args.quick, engine=args.engine, out=args.out)
+        except KeyboardInterrupt:
+            print("atasker demo: interrupted", file=sys.stderr)
+            return 130  # 128 + SIGINT, as a shell reports it
     return int(commands[args.command].run(args))

@@ -288,16 +288,24 @@ def run_demo(
     options = {"plain_interval": 1.0 if quick else 3.0, "title": "demo", **(live_options or {})}
     try:
         with sup.live(total=len(jobs), **options):
-            t0 = time.monotonic()
-            for job in jobs:
-                # Pacing the arrivals, as users would: not synchronisation.
-                delay = t0 + job.at - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                tt = cpu_tt if job.kind == "cpu" else TASK_TYPES[job.kind]
-                tasks.append(sup.submit(KINDS[job.kind], (job.seconds,), tt=tt, priority=job.priority, name=job.name))
-            for task in tasks:
-                task.exception(timeout=120)
+            try:
+                t0 = time.monotonic()
+                for job in jobs:
+                    # Pacing the arrivals, as users would: not synchronisation.
+                    delay = t0 + job.at - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    tt = cpu_tt if job.kind == "cpu" else TASK_TYPES[job.kind]
+                    tasks.append(
+                        sup.submit(KINDS[job.kind], (job.seconds,), tt=tt, priority=job.priority, name=job.name)
+                    )
+                for task in tasks:
+                    task.exception(timeout=120)
+            except KeyboardInterrupt:
+                # Ctrl-C: stop() cancels the queue and says what it waits
+                # for (a second Ctrl-C aborts) while the view keeps drawing.
+                sup.stop()
+                raise
     finally:
         sup.stop()
     elapsed = time.monotonic() - t_start
