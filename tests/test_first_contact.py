@@ -9,8 +9,11 @@ import pytest
 from atasker import (
     TASK_STATUS_CANCELED,
     TASK_STATUS_COMPLETED,
+    BaseExecutor,
+    TaskType,
     UnknownTaskTypeError,
     background_task,
+    hookimpl,
 )
 
 WAIT = 30
@@ -256,3 +259,84 @@ def test_a_process_task_from_a_script_names_the_script_in_its_remote_traceback(t
     assert out.returncode == 0, out.stderr
     assert f'File "{script}", line 6, in broken' in out.stderr and "return 1 / x" in out.stderr
     assert "<dynamic-code>" not in out.stderr
+
+
+_CHILD_MASK = (
+    "import signal, sys; sys.stdout.write(str(int(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))))"
+)
+
+
+def test_child_processes_of_thread_and_coroutine_tasks_get_ctrl_c(make_supervisor):
+    """A task's child processes inherit its thread's signal mask: SIGINT must not be blocked there."""
+    import asyncio
+    import subprocess
+    import sys
+
+    sup = make_supervisor()
+
+    def child_blocks_sigint():
+        return subprocess.run([sys.executable, "-c", _CHILD_MASK], capture_output=True, text=True, check=True).stdout
+
+    async def coroutine_child_blocks_sigint():
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _CHILD_MASK, stdout=subprocess.PIPE)
+        out, _ = await proc.communicate()
+        return out.decode()
+
+    async def submits_a_thread_task():
+        # The pool's worker thread is started from the aloop's thread.
+        return await asyncio.wrap_future(sup.submit(child_blocks_sigint))
+
+    assert sup.submit(coroutine_child_blocks_sigint, tt="coroutine").result(WAIT) == "0"
+    assert sup.submit(submits_a_thread_task, tt="coroutine").result(WAIT) == "0"
+    # Started by the timer thread (a delayed task), which blocks SIGINT itself.
+    assert sup.submit(child_blocks_sigint, delay=0.01).result(WAIT) == "0"
+
+
+class _InterruptedAfterStart(BaseExecutor):
+    """Takes the task, then Ctrl-C lands before start() returns; its outcome comes later."""
+
+    gate = threading.Event()
+
+    def start(self, task):
+        threading.Thread(target=self._run, args=(task,), daemon=True).start()
+        if task.args == ("interrupt",):
+            raise KeyboardInterrupt
+
+    def _run(self, task):
+        self.gate.wait(WAIT)
+        self.supervisor.task_done(task, result=task.run())
+
+
+class _ReportsTwice(BaseExecutor):
+    def start(self, task):
+        self.supervisor.task_done(task, result=task.run())
+        self.supervisor.task_done(task, result="again")
+
+
+class _Executors:
+    @hookimpl
+    def atasker_register_task_types(self, register):
+        register(TaskType("interrupted", _InterruptedAfterStart, pool_size=4, reserve_normal=0, reserve_high=0))
+        register(TaskType("twice", _ReportsTwice, pool_size=1, reserve_normal=0, reserve_high=0))
+
+
+def test_ctrl_c_inside_an_executors_start_reaches_the_caller_and_the_task_still_has_one_outcome(make_supervisor):
+    sup = make_supervisor(plugins=[_Executors()])
+    with pytest.raises(KeyboardInterrupt):
+        sup.submit(str, ("interrupt",), tt="interrupted")
+    # The executor had the task: it runs and resolves once; nothing else was failed for it.
+    (task,) = sup.get_tasks()
+    assert not task.done()
+    _InterruptedAfterStart.gate.set()
+    assert task.result(WAIT) == "interrupt"
+    assert sup.submit(str, ("next",), tt="interrupted").result(WAIT) == "next"
+    assert sup.stop(wait=WAIT)
+
+
+def test_a_second_outcome_for_one_task_is_dropped_and_reported(make_supervisor, caplog):
+    sup = make_supervisor(plugins=[_Executors()])
+    assert sup.submit(str, (1,), tt="twice").result(WAIT) == "1"
+    assert any("already has an outcome; a second one was dropped" in r.getMessage() for r in caplog.records)
+    # The slot was freed once: the one-slot pool still serves.
+    assert [sup.submit(str, (n,), tt="twice").result(WAIT) for n in range(3)] == ["0", "1", "2"]
+    assert sup.get_info()["task_types"]["twice"]["running"] == 0

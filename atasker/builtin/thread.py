@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from atasker.core.pool import Pool
+from atasker.core.signals import unblock_signals
 from atasker.core.task import DEFAULT_TASK_TYPE, Task
 from atasker.plugin.hookspecs import hookimpl
 from atasker.plugin.protocols import BaseExecutor, TaskType
@@ -119,6 +120,10 @@ class ThreadExecutor(BaseExecutor):
         thread.start()
 
     def _work(self) -> None:
+        # Started from whichever thread submitted (the timer, an aloop, the
+        # process pool's manager block SIGINT): tasks' child processes
+        # inherit this thread's mask and must get Ctrl-C.
+        unblock_signals()
         get = self._queue.get
         task_done = self.supervisor.task_done
         idle_lock = self._idle_lock

@@ -55,6 +55,7 @@ __all__ = ["Dispatcher", "Slot"]
 logger = logging.getLogger("atasker")
 
 _RUNNING = "RUNNING"  # concurrent.futures._base.RUNNING; set without the condition, see admit()
+_FINISHED = "FINISHED"  # concurrent.futures._base.FINISHED
 
 
 class Slot:
@@ -287,6 +288,13 @@ class Dispatcher:
             self.announce_started(task)
             try:
                 executor.start(task)
+            except KeyboardInterrupt:
+                # Ctrl-C landed in start(): the executor may have the task
+                # already, so it is not failed here; the ones after it were
+                # never handed over, and stop() must not wait for them.
+                for rest in tasks[tasks.index(task) + 1 :]:
+                    self.task_done(rest, cancelled=True)
+                raise
             except BaseException as exc:
                 self.task_done(task, exception=exc)
 
@@ -308,6 +316,14 @@ class Dispatcher:
         take_next: bool = False,
     ) -> Task | None:
         """See :meth:`TaskSupervisor.task_done`."""
+        if task._state == _FINISHED:
+            # A second outcome for one task (an executor's bug): reporting it
+            # again would free its slot twice and raise on the reporting thread.
+            self.internal_error(
+                AtaskerError(f"task {task.id} ({task.name}) already has an outcome; a second one was dropped"),
+                "task_done",
+            )
+            return None
         task.time_finished = time.time()
         if cancelled:
             task.outcome = "cancelled"

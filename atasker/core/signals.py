@@ -14,9 +14,10 @@ def signals_to_main_thread() -> None:
     does not block it; caught by one of ours, Python only sets a flag, and a
     main thread asleep in ``time.sleep()`` or a wait would not see Ctrl-C
     until it wakes.  atasker's own service threads (the timer, the process
-    pool's manager, aloops, store and trace writers, the live view) call
-    this first.  Thread-pool workers do not: a task's child processes
-    inherit its thread's mask, and must still get Ctrl-C.
+    pool's manager, store and trace writers, the live view) call this
+    first.  Threads that run tasks -- thread-pool workers and aloops --
+    unblock it instead: a task's child processes inherit its thread's
+    mask, and must still get Ctrl-C.
     """
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})

@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from atasker.builtin.coroutine.feeder import Feeder
-from atasker.core.signals import signals_to_main_thread
+from atasker.core.signals import unblock_signals
 from atasker.core.task import TASK_NORMAL, Task
 from atasker.errors import SupervisorStoppedError
 from atasker.plugin.manager import env_flag
@@ -263,7 +263,11 @@ class ALoop:
     # ----------------------------------------------------------- loop thread
 
     def _main(self, loop: asyncio.AbstractEventLoop, feeder: Feeder, finished: threading.Event) -> None:
-        signals_to_main_thread()  # Ctrl-C goes to the main thread
+        # SIGINT stays unblocked here, unlike atasker's service threads:
+        # coroutines start child processes (asyncio.create_subprocess_exec)
+        # from this thread, and they inherit its mask.  Linux hands a
+        # process-directed Ctrl-C to the main thread first anyway.
+        unblock_signals()
         try:
             loop.run_until_complete(self._serve(feeder))
         except BaseException:
