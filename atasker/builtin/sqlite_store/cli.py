@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from atasker.builtin.sqlite_store.db import (
     COUNT_KEYS,
+    SnapshotConnection,
     StatusStoreError,
     open_db,
     parse_duration,
@@ -146,6 +147,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     frames = 0
     try:
         while True:
+            if frames and isinstance(conn, SnapshotConnection):  # a snapshot never sees new commits
+                conn.close()
+                conn = open_db(path, readonly=True)
             data = summary(conn, args.since, failures=args.failures)
             data["db"] = path
             if pruned is not None:
@@ -165,8 +169,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0
-    except sqlite3.Error as exc:
-        print(f"atasker status: {path}: {exc}", file=sys.stderr)
+    except (StatusStoreError, sqlite3.Error) as exc:
+        where = "" if isinstance(exc, StatusStoreError) else f"{path}: "
+        print(f"atasker status: {where}{exc}", file=sys.stderr)
         return 1
     finally:
         conn.close()
