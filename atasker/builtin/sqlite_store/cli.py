@@ -1,6 +1,7 @@
 """``atasker status``: live counts and task history from an SQLite status store.
 
-Reads the database read-only (``--keep`` aside), so it may run in another
+Reads the database read-only (``--keep`` aside; an immutable snapshot in a
+directory it cannot write, see :func:`.db.open_db`), so it may run in another
 process, on the same machine, while a supervisor writes::
 
     atasker status --db sqlite:////var/lib/myapp/tasks.db --since 10m   # the application's URL
