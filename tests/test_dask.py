@@ -278,7 +278,7 @@ def test_configure_rejects_conflicting_or_wrong_targets(make_supervisor, cluster
         atasker_dask.configure(sup, address=cluster)
     with pytest.raises(TypeError, match="cluster must be a distributed cluster object"):
         atasker_dask.configure(sup, cluster=cluster.scheduler_address)
-    with pytest.raises(ValueError, match="submit_interval must be a number of seconds >= 0"):
+    with pytest.raises(ValueError, match="submit_interval must be a finite number of seconds >= 0"):
         atasker_dask.configure(sup, submit_interval=-1)
 
 

@@ -1,6 +1,7 @@
 """``atasker status``: live counts and task history from an SQLite status store.
 
-Reads the database read-only (``--keep`` aside), so it may run in another
+Reads the database read-only (``--keep`` aside; an immutable snapshot in a
+directory it cannot write, see :func:`.db.open_db`), so it may run in another
 process, on the same machine, while a supervisor writes::
 
     atasker status --db sqlite:////var/lib/myapp/tasks.db --since 10m   # the application's URL
@@ -25,6 +26,7 @@ from typing import Any, TextIO
 
 from atasker.builtin.sqlite_store.db import (
     COUNT_KEYS,
+    SnapshotConnection,
     StatusStoreError,
     open_db,
     parse_duration,
@@ -146,6 +148,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     frames = 0
     try:
         while True:
+            if frames and isinstance(conn, SnapshotConnection):  # a snapshot never sees new commits
+                conn.close()
+                conn = open_db(path, readonly=True)
             data = summary(conn, args.since, failures=args.failures)
             data["db"] = path
             if pruned is not None:
@@ -165,8 +170,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0
-    except sqlite3.Error as exc:
-        print(f"atasker status: {path}: {exc}", file=sys.stderr)
+    except (StatusStoreError, sqlite3.Error) as exc:
+        where = "" if isinstance(exc, StatusStoreError) else f"{path}: "
+        print(f"atasker status: {where}{exc}", file=sys.stderr)
         return 1
     finally:
         conn.close()

@@ -41,6 +41,7 @@ __all__ = [
     "COUNT_KEYS",
     "OUTCOMES",
     "SCHEMA_VERSION",
+    "SnapshotConnection",
     "StatusStoreError",
     "open_db",
     "parse_duration",
@@ -159,12 +160,50 @@ def priority_label(priority: int) -> str:
 # ---------------------------------------------------------------- opening
 
 
+class SnapshotConnection(sqlite3.Connection):
+    """A read-only connection opened ``immutable``: the file as it was when opened.
+
+    What :func:`open_db` returns for reading a database in a directory this
+    process cannot write (see there); it never sees later commits, so a
+    reader that refreshes opens a new one each time.
+    """
+
+
+# SQLITE_READONLY, SQLITE_CANTOPEN: what a read-only WAL connection gets when
+# it cannot create the -shm file next to the database.
+_NO_SHM_CODES = {8, 14}
+
+
+def _needs_snapshot(exc: StatusStoreError, path: str) -> bool:
+    """Whether a read-only open failed only because no -shm file can be made, with no WAL to read."""
+    cause = exc.__cause__
+    if not isinstance(cause, sqlite3.Error):
+        return False
+    code = getattr(cause, "sqlite_errorcode", None)
+    if code is not None:
+        if (code & 0xFF) not in _NO_SHM_CODES:
+            return False
+    elif "readonly" not in str(cause) and "unable to open" not in str(cause):  # pragma: no cover - Python < 3.11
+        return False
+    try:
+        wal = os.path.getsize(path + "-wal")
+    except OSError:
+        wal = 0
+    # A non-empty -wal holds commits not yet in the file: an immutable open would miss them.
+    return wal == 0 and not os.access(os.path.dirname(path) or ".", os.W_OK)
+
+
 def open_db(path: str, *, create: bool = False, readonly: bool = False, timeout: float = 5.0) -> sqlite3.Connection:
     """Open the status database at *path* and check that it is one.
 
     :param create: create the file (mode ``0600``) and the schema if missing;
         otherwise a missing file is an error.
     :param readonly: open read-only (``atasker status``); never writes.
+        SQLite reads a WAL database through a ``-shm`` file next to it,
+        created by the first connection; in a directory this process cannot
+        write, with no ``-wal`` file left (no store has the file open), the
+        file is opened ``immutable`` instead: a
+        :class:`SnapshotConnection` of the file as it is now.
     :param timeout: seconds to wait for another connection's write lock.
     :returns: a connection in autocommit mode (``isolation_level=None``),
         usable from another thread than the opening one.
@@ -186,17 +225,29 @@ def open_db(path: str, *, create: bool = False, readonly: bool = False, timeout:
             raise StatusStoreError(f"cannot create status database {path}: {exc.strerror or exc}") from exc
     elif not os.path.exists(path):
         raise StatusStoreError(f"status database {path} does not exist")
+    try:
+        return _connect(path, "ro" if readonly else "rw", timeout, created)
+    except StatusStoreError as exc:
+        if not (readonly and _needs_snapshot(exc, path)):
+            raise
+    return _connect(path, "ro&immutable=1", timeout, False)
+
+
+def _connect(path: str, mode: str, timeout: float, created: bool) -> sqlite3.Connection:
     # "file://" + an absolute path: the authority is always empty, even for a
     # path that starts with "//" (which POSIX abspath() keeps).
-    uri = f"file://{quote(os.path.abspath(path))}?mode={'ro' if readonly else 'rw'}"
+    uri = f"file://{quote(os.path.abspath(path))}?mode={mode}"
+    factory = SnapshotConnection if "immutable" in mode else sqlite3.Connection
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False, factory=factory
+        )
     except sqlite3.Error as exc:
         if created:
             _remove_empty(path)
         raise StatusStoreError(f"cannot open status database {path}: {exc}") from exc
     try:
-        _check(conn, path, writable=not readonly, timeout=timeout)
+        _check(conn, path, writable=mode == "rw", timeout=timeout)
     except BaseException:
         conn.close()
         raise

@@ -32,11 +32,19 @@ Rules (documented in ``docs/stores.rst``):
   When full, ``task_finished`` blocks the finishing thread until the
   writer has taken the batch (so pools slow to the disk's pace);
   ``task_queued`` / ``task_started`` never block -- their tasks are live
-  and in memory anyway.  Records are not dropped while the writer lives:
-  transient errors (locked, busy, disk full, I/O) are retried with
-  backoff and logged.  Only a permanent error (a corrupt file) stops the
-  writer; it is logged, the records lost are counted, and ``close()`` --
-  hence ``stop()`` -- raises :class:`~atasker.builtin.sqlite_store.db.StatusStoreError`.
+  and in memory anyway -- nor does the final record of a *cancelled*
+  task, so ``Task.cancel()`` and ``stop()`` never wait for the disk.
+  Records are not dropped while the writer lives: transient errors
+  (locked, busy, disk full, I/O) are retried with backoff and logged.
+  Only a permanent error (a corrupt file, the file removed or replaced
+  under the store) stops the writer; it is logged, reported as an
+  internal error, the records lost are counted, and ``close()`` -- hence
+  ``stop()`` -- raises :class:`~atasker.builtin.sqlite_store.db.StatusStoreError`.
+* **Values**: a record SQLite cannot hold as it is never stops the writer:
+  see :func:`~atasker.builtin.sqlite_store.rows.storable`; only the batch that holds it takes the slow path.
+* **Stop deadline**: ``stop(wait=N)`` bounds how long ``close()`` retries a
+  failing disk (``wait=False``: one attempt); ``stop(wait=True)`` and a
+  direct ``close()`` retry for ``CLOSE_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import operator
+import math
 import os
 import sqlite3
 import threading
@@ -53,6 +61,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from atasker.builtin.sqlite_store.db import StatusStoreError, begin_run, is_transient, open_db, prune
+from atasker.builtin.sqlite_store.filecheck import FileCheck
+from atasker.builtin.sqlite_store.rows import (
+    MAX_MESSAGE,
+    PLAIN_COLUMNS,
+    RECORD_ERRORS,
+    REPLACE_SQL,
+    build_rows,
+    convert,
+    describe_error,
+    insert_each,
+    log_rejected,
+    storable,
+)
 from atasker.builtin.sqlite_store.url import parse_url, resolve_url
 from atasker.core import lifecycle
 from atasker.core.signals import signals_to_main_thread
@@ -62,7 +83,7 @@ from atasker.plugin.protocols import CommandType, StatusStoreType
 if TYPE_CHECKING:
     from atasker.core.task import Task
 
-__all__ = ["SQLiteStore", "parse_url", "resolve_url"]
+__all__ = ["MAX_MESSAGE", "SQLiteStore", "describe_error", "parse_url", "resolve_url", "storable"]
 
 logger = logging.getLogger("atasker")
 
@@ -71,41 +92,11 @@ FLUSH_INTERVAL = 0.1
 MAX_PENDING = 100_000
 TIMEOUT = 5.0
 CLOSE_TIMEOUT = 30.0
-#: Error messages are cut to this many characters.
-MAX_MESSAGE = 1000
-
-_REPLACE = (
-    "INSERT OR REPLACE INTO tasks (run_id, task_id, name, tt, priority, time_queued, time_started, "
-    "time_finished, outcome, error_type, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# Rows without an error are bound as (id, name, tt, priority, time_queued,
-# time_started, time_finished, outcome); run_id is a literal in the SQL.
-_get_plain = operator.attrgetter(
-    "id", "name", "tt", "priority", "time_queued", "time_started", "time_finished", "outcome"
-)
-_get_id = operator.attrgetter("id")
-_get_error = operator.attrgetter("error")
-_PLAIN_COLUMNS = 8
 # Events per write transaction at most.
 _MAX_BATCH = 50_000
 # Rows per multi-row INSERT: 100 * 8 = 800 parameters, under the 999 limit
 # of SQLite builds older than 3.32.
 _CHUNK = 100
-
-
-def describe_error(exc: BaseException) -> tuple[str, str]:
-    """``("ValueError", "bad input")`` -- the type (module-qualified unless
-    built-in) and the message, cut to :data:`MAX_MESSAGE` characters."""
-    cls = type(exc)
-    module = getattr(cls, "__module__", "") or ""
-    name = cls.__qualname__ if module in ("builtins", "__main__", "") else f"{module}.{cls.__qualname__}"
-    try:
-        message = str(exc)
-    except Exception as err:  # a broken __str__ must not stop the writer
-        message = f"<str() raised {type(err).__name__}>"
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 3] + "..."
-    return name, message
 
 
 class _GiveUp(Exception):
@@ -173,7 +164,22 @@ class SQLiteStore:
         self._dropped = 0
         self._lost: set[int] = set()
         self._lost_lock = threading.Lock()
-        self._stats = {"written": 0, "commits": 0, "largest_commit": 0, "blocked": 0, "retries": 0, "pruned": 0}
+        self._stats = {
+            "written": 0,
+            "commits": 0,
+            "largest_commit": 0,
+            "blocked": 0,
+            "retries": 0,
+            "pruned": 0,
+            "converted": 0,
+            "rejected": 0,
+        }
+        # Set by close(): a retrying writer stops waiting at once.
+        self._closing_event = threading.Event()
+        # stop(wait=N)'s deadline for close() (time.monotonic()), if it gave one.
+        self._stop_deadline: float | None = None
+        # Reports a permanent failure as an internal error of the supervisor.
+        self._report: Callable[[BaseException, str], None] | None = None
         # Test seams: called by the writer before and after each write
         # transaction, and by a finishing thread when it starts waiting for room.
         self._before_write: Callable[[], None] | None = None
@@ -183,6 +189,8 @@ class SQLiteStore:
         try:
             #: This store's row in the ``runs`` table.
             self.run_id = begin_run(self._conn, self.path, supervisor_name, timeout)
+            # The file this store writes: the path must keep naming it.
+            self._file = FileCheck(self.path)
         except BaseException:
             self._conn.close()
             raise
@@ -200,7 +208,9 @@ class SQLiteStore:
     def from_url(cls, url: str, supervisor: Any = None) -> SQLiteStore:
         """The :class:`~atasker.StatusStoreType` factory: ``sqlite:///PATH?options`` (see :func:`resolve_url`)."""
         path, kwargs = resolve_url(url)
-        return cls(path, supervisor_name=getattr(supervisor, "name", "supervisor"), **kwargs)
+        store = cls(path, supervisor_name=getattr(supervisor, "name", "supervisor"), **kwargs)
+        store._report = getattr(supervisor, "report_internal_error", None)
+        return store
 
     # ------------------------------------------------------------ hot path
 
@@ -218,11 +228,16 @@ class SQLiteStore:
             self._dirty.set()
 
     def task_finished(self, task: Task) -> None:
-        """Drop the live record and queue the final one; blocks while the buffer is full."""
+        """Drop the live record and queue the final one.
+
+        Blocks while the buffer is full, unless *task* was cancelled:
+        cancelling (``Task.cancel()``, ``stop()``) never waits for the disk,
+        and a cancelled task was in memory anyway.
+        """
         self._live.pop(task.id, None)
         pending = self._pending
         pending.append(task)
-        if len(pending) >= self.max_pending:
+        if len(pending) >= self.max_pending and task.outcome != "cancelled":
             self._wait_for_room()
         elif not self._dirty_is_set():
             self._dirty.set()
@@ -275,7 +290,8 @@ class SQLiteStore:
         """Counters: rows ``written``, ``commits``, ``largest_commit``, times a
         finishing thread ``blocked`` on a full buffer, write ``retries``,
         rows ``pruned``, records ``dropped`` after a permanent failure,
-        and ``pending`` / ``live`` now."""
+        records ``converted`` by :func:`~atasker.builtin.sqlite_store.rows.storable`, records ``rejected``
+        even then (logged; expected to stay 0), and ``pending`` / ``live`` now."""
         return {**self._stats, "dropped": self._dropped, "pending": len(self._pending), "live": len(self._live)}
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
@@ -283,16 +299,22 @@ class SQLiteStore:
 
         Called by the supervisor's ``stop()`` once every task has ended.
 
-        :param timeout: how long to keep retrying a failing disk.
-        :raises StatusStoreError: some records could not be written.
+        :param timeout: how long to keep retrying a failing disk; a
+            ``stop(wait=N)`` that began earlier bounds it to its own deadline.
+        :raises StatusStoreError: some records could not be written, or the
+            file was removed or replaced while the store wrote it.
         """
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
         lifecycle.cancel_at_exit(self._close_at_exit)
-        self._close_deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
+        if self._stop_deadline is not None:
+            deadline = min(deadline, self._stop_deadline)
+        self._close_deadline = deadline
         self._closing = True
+        self._closing_event.set()
         self._urgent.set()
         self._dirty.set()
         if self._thread is not threading.current_thread():
@@ -301,6 +323,21 @@ class SQLiteStore:
         if late:
             self._count_lost()
         self._raise_if_failed(late)
+
+    def stopping(self, wait: object) -> None:
+        """``stop(wait)`` began: bound :meth:`close`'s retries by its deadline.
+
+        ``wait=False`` allows one attempt, ``wait=N`` seconds until
+        ``N`` s from now, ``wait=True`` the default ``CLOSE_TIMEOUT``.
+        """
+        if wait is True:
+            return
+        try:
+            seconds = 0.0 if wait is False else float(wait)  # type: ignore[arg-type]  # stop() validates it
+        except (TypeError, ValueError, OverflowError):
+            return
+        if math.isfinite(seconds):
+            self._stop_deadline = time.monotonic() + max(seconds, 0.0)
 
     def _raise_if_failed(self, late: int = 0) -> None:
         if self._failed is None and not late:
@@ -355,14 +392,23 @@ class SQLiteStore:
                         self._pending.extendleft(reversed(batch[i:]))  # counted as lost by _fail
                         raise
                 next_flush = time.monotonic() + self.flush_interval
+                self._file.check()
                 for marker in markers:
                     marker.set()
                 if self._closing and not self._pending:
                     break
                 if self.keep is not None and time.monotonic() >= self._next_prune:
                     self._prune()
+            self._file.check()
             self._finish_run()
         except BaseException as exc:
+            if not isinstance(exc, StatusStoreError):
+                # SQLite's own error ("file is not a database") hides the cause.
+                try:
+                    self._file.check()
+                except StatusStoreError as file_error:
+                    file_error.__cause__ = exc
+                    exc = file_error
             self._fail(exc)
         finally:
             try:
@@ -378,30 +424,6 @@ class SQLiteStore:
             with self._room:
                 self._room.notify_all()
 
-    def _rows(self, batch: list[Task]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """Rows for the tasks in *batch*: ``(plain, with_error)``.
-
-        One row per task, from its fields as they are now: every event of a
-        task is the same object, so the last state wins, and a state read
-        mid-transition is overwritten by the event that follows it
-        (``task_finished`` comes after ``outcome`` and ``error`` are set).
-        The common case (no error) is built by ``operator`` functions in C:
-        the writer holds the GIL as briefly as possible.
-        """
-        tasks = dict(zip(map(_get_id, batch), batch, strict=True)).values()
-        plain = list(map(_get_plain, itertools.filterfalse(_get_error, tasks)))
-        with_error = []
-        run = self.run_id
-        for t in filter(_get_error, tasks):
-            outcome = t.outcome
-            if outcome == "failed" and isinstance(t.error, TimeoutError):
-                outcome = "timed out"
-            etype, message = describe_error(t.error)
-            name = t.name if type(t.name) is str else str(t.name)
-            times = (t.time_queued, t.time_started, t.time_finished)
-            with_error.append((run, t.id, name, t.tt, t.priority, *times, outcome, etype, message))
-        return plain, with_error
-
     def _insert(self, plain: list[tuple[Any, ...]], with_error: list[tuple[Any, ...]]) -> None:
         """The statements of one write transaction (the caller begins and commits)."""
         conn = self._conn
@@ -410,21 +432,22 @@ class SQLiteStore:
         full = len(plain) - len(plain) % _CHUNK
         if full:
             flat = list(itertools.chain.from_iterable(plain[:full]))
-            sql, step = self._chunk_sql, _CHUNK * _PLAIN_COLUMNS
+            sql, step = self._chunk_sql, _CHUNK * PLAIN_COLUMNS
             for i in range(0, len(flat), step):
                 conn.execute(sql, flat[i : i + step])
         if full < len(plain):
             conn.executemany(self._row_sql, plain[full:])
         if with_error:
-            conn.executemany(_REPLACE, with_error)
+            conn.executemany(REPLACE_SQL, with_error)
         conn.execute("UPDATE runs SET last_write = ? WHERE run_id = ?", (time.time(), self.run_id))
 
     def _commit(self, batch: list[Task]) -> None:
-        plain, with_error = self._rows(batch)
+        plain, with_error = build_rows(batch, self.run_id)
         conn = self._conn
         delay = 0.05
         failing_since: float | None = None
         last_log = 0.0
+        rejected: list[tuple[tuple[Any, ...], BaseException]] = []
         while True:
             try:
                 if self._before_write is not None:
@@ -433,13 +456,15 @@ class SQLiteStore:
                 try:
                     try:
                         self._insert(plain, with_error)
-                    except (sqlite3.InterfaceError, sqlite3.ProgrammingError):
-                        # A task name SQLite cannot store (not str/int/float/bytes):
-                        # convert every name, once.
+                    except RECORD_ERRORS:
+                        # A value SQLite cannot hold (a huge priority, a name that is
+                        # not text, a lone surrogate): convert this batch once, then
+                        # insert row by row so that nothing else is lost.
                         self._rollback()
-                        plain = [(r[0], str(r[1]), *r[2:]) for r in plain]
+                        plain, with_error, converted = convert(plain, with_error)
+                        self._stats["converted"] += converted
                         conn.execute("BEGIN IMMEDIATE")
-                        self._insert(plain, with_error)
+                        rejected = insert_each(conn, self._row_sql, self.run_id, plain, with_error)
                     conn.execute("COMMIT")
                 except BaseException:
                     self._rollback()
@@ -463,7 +488,10 @@ class SQLiteStore:
                 if self._closing and now >= self._close_deadline:
                     raise _GiveUp(f"the disk did not recover before close: {exc}") from exc
                 self._stats["retries"] += 1
-                time.sleep(delay)  # the writer waits for the disk, nobody waits for the writer
+                # The writer waits for the disk, nobody waits for the writer;
+                # close() cuts the wait short, to retry once more and meet its deadline.
+                wait = delay if not self._closing else min(delay, max(0.0, self._close_deadline - now))
+                self._closing_event.wait(wait)
                 delay = min(delay * 2, 1.0)
                 continue
             if failing_since is not None:
@@ -472,7 +500,10 @@ class SQLiteStore:
                     self.path,
                     time.monotonic() - failing_since,
                 )
-            written = len(plain) + len(with_error)
+            if rejected:
+                log_rejected(self.path, rejected, self._stats["rejected"])
+                self._stats["rejected"] += len(rejected)
+            written = len(plain) + len(with_error) - len(rejected)
             stats = self._stats
             stats["written"] += written
             stats["commits"] += 1
@@ -519,6 +550,7 @@ class SQLiteStore:
         self.task_started = self._started_after_failure  # type: ignore[method-assign]  # see above
         self.task_finished = self._finished_after_failure  # type: ignore[method-assign]  # see above
         self._count_lost()
+        report = self._report
         logger.error(
             "atasker status store %s: writing failed permanently (%s: %s); task records are no longer "
             "written (%d lost so far; close() will raise)",
@@ -526,8 +558,10 @@ class SQLiteStore:
             type(exc).__name__,
             exc,
             self._dropped,
-            exc_info=exc,
+            exc_info=None if report is not None else exc,  # the report logs the traceback
         )
+        if report is not None:
+            report(exc, f"status store {self.path}")
 
     def _count_lost(self) -> None:
         """Empty the buffer; count each finished task in it as lost, once."""
@@ -565,6 +599,14 @@ def atasker_register_status_stores(register: Callable[[StatusStoreType], None]) 
             "(see atasker status)",
         )
     )
+
+
+@hookimpl
+def atasker_supervisor_stopping(supervisor: Any, wait: bool | float, cancel_tasks: bool) -> None:
+    """Bound the SQLite store's closing retries by ``stop(wait)``'s deadline."""
+    store = supervisor.status_store
+    if isinstance(store, SQLiteStore):
+        store.stopping(wait)
 
 
 @hookimpl

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from atasker import TaskType, hookimpl
 
-from .config import DEFAULT_CLUSTER_CONFIG, ENV_ADDRESS, DaskSettings, configure, local_cluster
+from .config import DEFAULT_CLUSTER_CONFIG, ENV_ADDRESS, DaskSettings, configure, local_cluster, wait_seconds
 from .errors import DaskTaskTimeoutError, DaskWorkerDiedError, SchedulerLostError, SchedulerUnavailableError
 from .executor import SUBMIT_OPTIONS, DaskExecutor
 from .registry import atasker_configure
@@ -91,7 +91,10 @@ def get_client(supervisor: TaskSupervisor | None = None, timeout: float | None =
     :param timeout: seconds to wait for the connection (default: as long as
         the attempt takes, bounded by ``connect_timeout`` for a scheduler).
     :raises SchedulerUnavailableError: the connection failed or timed out.
+    :raises ValueError: *timeout* is not ``None`` or a finite number ``>= 0``
+        (checked before connecting).
     """
+    timeout = wait_seconds(timeout, "timeout")
     executor = _supervisor(supervisor).executor(TT_DASK)
     if not isinstance(executor, DaskExecutor):
         raise TypeError(f"task type {TT_DASK!r} is provided by {type(executor).__name__}, not atasker-dask")

@@ -9,18 +9,28 @@ either, atasker starts a :func:`local_cluster` and closes it on ``stop()``.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from atasker import default_supervisor
+from atasker.core.task import validate_seconds
 
 if TYPE_CHECKING:
     from distributed import LocalCluster
 
     from atasker import SupervisorAPI, TaskSupervisor
 
-__all__ = ["DEFAULT_CLUSTER_CONFIG", "ENV_ADDRESS", "DaskSettings", "configure", "local_cluster", "settings_for"]
+__all__ = [
+    "DEFAULT_CLUSTER_CONFIG",
+    "ENV_ADDRESS",
+    "DaskSettings",
+    "configure",
+    "local_cluster",
+    "settings_for",
+    "wait_seconds",
+]
 
 #: Environment variable naming the scheduler when :func:`configure` did not.
 ENV_ADDRESS = "ATASKER_DASK_ADDRESS"
@@ -30,6 +40,21 @@ ENV_ADDRESS = "ATASKER_DASK_ADDRESS"
 #: it has threads, and those no longer wait in priority order: five LOW then
 #: five HIGH tasks ran as ``LLHHHHHLLL``; with 1.0 as ``HHHHHLLLLL``.
 DEFAULT_CLUSTER_CONFIG: Mapping[str, Any] = {"distributed.scheduler.worker-saturation": 1.0}
+
+
+def wait_seconds(value: object, what: str) -> float | None:
+    """*value* checked as a duration and made safe to wait for: the one place the plugin does so.
+
+    The core's rule (:func:`atasker.core.task.validate_seconds`): ``None``
+    (no bound) or a finite number of seconds ``>= 0``; ``inf``, ``nan``,
+    strings and ``bool`` are refused.  A huge value is clamped to
+    ``threading.TIMEOUT_MAX``: ``Condition.wait(1e10)`` raises
+    ``OverflowError``.  Call it before anything changes.
+
+    :raises ValueError: naming *what* and the value.
+    """
+    seconds = validate_seconds(value, what, zero_ok=True)
+    return None if seconds is None else min(float(seconds), threading.TIMEOUT_MAX)
 
 
 @dataclass(frozen=True)
@@ -145,8 +170,9 @@ def configure(
         ("retry_interval", retry_interval),
         ("submit_interval", 0 if submit_interval is None else submit_interval),
     ):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        if value is None:  # a bound is required here
+            raise ValueError(f"{name} must be a finite number of seconds >= 0, got None")
+        wait_seconds(value, name)
     if supervisor is None:
         supervisor = default_supervisor()
     settings = DaskSettings(

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .collector import OutcomeCollector, cancel_remote
+from .config import wait_seconds
 from .connection import Connection
 from .events import EventThread
 from .registry import executor_of
@@ -154,15 +155,18 @@ class DaskExecutor:
 
         :raises SchedulerUnavailableError: no connection within *timeout*, or
             the attempt failed.
+        :raises ValueError: a bad *timeout* (see :func:`~atasker_dask.config.wait_seconds`),
+            before connecting.
         """
-        return self._connection.wait_client(timeout)
+        return self._connection.wait_client(wait_seconds(timeout, "timeout"))
 
     def wait_threads(self, threads: int, timeout: float | None = None) -> bool:
         """Wait until the cluster has *threads* worker threads and the pool follows.
 
         :returns: ``False`` on timeout.
+        :raises ValueError: a bad *timeout* (see :func:`~atasker_dask.config.wait_seconds`).
         """
-        return self._sizer.wait_threads(threads, timeout)
+        return self._sizer.wait_threads(threads, wait_seconds(timeout, "timeout"))
 
     def statistics(self) -> dict[str, Any]:
         """Connection state, cluster threads, tasks on the cluster and waiting for it."""
