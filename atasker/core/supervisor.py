@@ -32,7 +32,8 @@ from typing import Any
 
 from atasker.core.dispatch import Dispatcher, Slot
 from atasker.core.lifecycle import Lifecycle
-from atasker.core.pool import Pool, check_sizes
+from atasker.core.pool import check_sizes
+from atasker.core.slots import make_slot, resize_slot
 from atasker.core.task import (
     DEFAULT_SPEC,
     DEFAULT_TASK_TYPE,
@@ -46,13 +47,7 @@ from atasker.errors import (
     SupervisorStoppedError,
 )
 from atasker.plugin.manager import PluginManager, env_providers, make_plugin_manager
-from atasker.plugin.protocols import (
-    EXECUTOR_MEMBERS,
-    QUEUE_POLICY_MEMBERS,
-    Executor,
-    StatusStore,
-    missing_members,
-)
+from atasker.plugin.protocols import Executor, StatusStore
 from atasker.plugin.registry import Registry, make_registries
 
 __all__ = ["DEFAULT_TIMEOUT_CRITICAL", "DEFAULT_TIMEOUT_WARNING", "TaskSupervisor", "default_supervisor"]
@@ -309,43 +304,7 @@ class TaskSupervisor:
         self._lifecycle.stopped.wait()
 
     def _slot(self, tt: str) -> Slot:
-        slot = self._dispatch.slots.get(tt)
-        if slot is not None:
-            return slot
-        with self._config_lock:
-            slot = self._dispatch.slots.get(tt)
-            if slot is not None:
-                return slot
-            task_type = self.registry("task type").get(tt)
-            config = self._pool_config.get(tt, {})
-            default_size = task_type.pool_size() if callable(task_type.pool_size) else task_type.pool_size
-            pool = Pool(
-                tt,
-                pool_size=config.get("pool_size", default_size),
-                reserve_normal=config.get("reserve_normal", task_type.reserve_normal),
-                reserve_high=config.get("reserve_high", task_type.reserve_high),
-            )
-            pm = self.plugin_manager
-            chosen = pm.hook.atasker_select_queue_policy(supervisor=self, task_type=task_type)
-            policy_name = chosen or self._lifecycle.policy_name
-            policy = self.registry("queue policy").get(policy_name).factory(pool)
-            missing = missing_members(policy, QUEUE_POLICY_MEMBERS)
-            if missing:
-                raise TypeError(
-                    f"queue policy {policy_name!r} ({type(policy).__qualname__}) lacks {', '.join(missing)}"
-                )
-            executor = task_type.executor_factory(self, pool)
-            missing = missing_members(executor, EXECUTOR_MEMBERS)
-            if missing:
-                executor.shutdown(wait=False) if callable(getattr(executor, "shutdown", None)) else None
-                raise TypeError(
-                    f"the executor of task type {tt!r} ({type(executor).__qualname__}) lacks "
-                    f"{', '.join(missing)}; see atasker.Executor and atasker.BaseExecutor"
-                )
-            pool.configure(capacity=executor.capacity())
-            slot = Slot(pool, policy, executor)
-            self._dispatch.slots[tt] = slot
-            return slot
+        return self._dispatch.slots.get(tt) or make_slot(self, tt)
 
     def executor(self, tt: str) -> Executor:
         """The executor of task type *tt* (created on first use)."""
@@ -464,23 +423,7 @@ class TaskSupervisor:
         :raises UnknownTaskTypeError: no plugin provides *tt*.
         :raises ValueError: a size that is not an int >= 0.
         """
-        sizes = check_sizes(pool_size, reserve_normal, reserve_high)
-        self.registry("task type").get(tt)  # an unknown task type is an error, not a silent no-op
-        dispatch = self._dispatch
-        with self._config_lock:
-            self._pool_config.setdefault(tt, {}).update(sizes)
-            slot = dispatch.slots.get(tt) if dispatch.active else None
-        if slot is None:
-            return
-        with dispatch.lock:
-            slot.pool.configure(**sizes)
-            started = dispatch.admit(slot)
-        slot.executor.resize(slot.pool)
-        with dispatch.lock:
-            slot.pool.configure(capacity=slot.executor.capacity())
-            started += dispatch.admit(slot)
-        if started:
-            dispatch.launch(slot, started)
+        resize_slot(self, tt, pool_size, reserve_normal, reserve_high)
 
     def pool_config(self, tt: str) -> dict[str, int]:
         """The pool sizes set for task type *tt*, and only those.
