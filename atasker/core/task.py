@@ -234,7 +234,9 @@ class SupervisorAPI(Protocol):
 
     def unregister_plugin(self, plugin: Any = None, name: str | None = None) -> Any: ...
 
-    def stop(self, wait: bool | float = True, cancel_tasks: bool = False) -> bool: ...
+    def stop(
+        self, wait: bool | float = True, stop_schedulers: bool | None = None, cancel_tasks: bool = False
+    ) -> bool: ...
 
 
 class TaskSpec:
