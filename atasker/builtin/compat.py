@@ -9,7 +9,7 @@ project grew from, and the 0.7 line) keeps running::
     register_sync_scheduler(s)      ─▶ remembered; s.stop() when the supervisor stops
     get_task(task_id)               ─▶ get_task_info(task_id), also for put_task's ids
     get_info().thread_tasks_count   ─▶ attributes added to the info dict (``add_info``)
-    start(daemon=...)               ─▶ accepted (threads of the supervisor are daemons or joined at exit)
+    start(daemon=...)               ─▶ accepted and ignored
 
 The supervisor's methods of those names delegate to the extension
 ``"compat"`` this plugin adds; blocking the plugin removes them (a call then
@@ -352,7 +352,7 @@ def atasker_configure(supervisor: TaskSupervisor) -> None:
 
 @hookimpl
 def atasker_supervisor_starting(supervisor: TaskSupervisor, options: Mapping[str, Any]) -> list[str]:
-    """Accept the original's ``start(daemon=...)``: the supervisor's threads never keep a program alive."""
+    """Accept (and ignore) the original's ``start(daemon=...)``."""
     return ["daemon"] if "daemon" in options else []
 
 

@@ -18,8 +18,6 @@ from atasker import TASK_HIGH, TASK_NORMAL, TT_MP, TT_THREAD, MissingExtensionEr
 from tests.conftest import WAIT
 from tests.mp import kwargs_of
 
-DEPRECATED = pytest.warns(DeprecationWarning)
-
 
 def deprecated(name: str) -> pytest.WarningsChecker:
     return pytest.warns(DeprecationWarning, match=rf"{name}.*kept for code written for the original atasker; use ")
@@ -328,3 +326,9 @@ def test_blocking_the_process_plugin_takes_mp_pool_with_it(make_supervisor):
     sup = make_supervisor(block_plugins=["atasker.builtin.mp"])
     with pytest.raises(MissingExtensionError, match=r"needs plugin 'atasker.builtin.mp'"):
         sup.mp_pool  # noqa: B018
+
+
+def test_background_task_accepts_the_0_3_14_group_and_daemon_with_a_warning(supervisor):
+    with deprecated(r"background_task\(group=..., daemon=...\)"):
+        starter = atasker.background_task(pow, group=None, daemon=True, supervisor=supervisor)
+    assert starter(2, 4).result(WAIT) == 16
