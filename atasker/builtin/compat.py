@@ -306,28 +306,40 @@ class Compat:
     # ------------------------------------------------------------ get_info
 
     def add_info(self, info: Any) -> None:
-        """Add the original's ``get_info()`` attributes to *info* (a :class:`SupervisorInfo`)."""
+        """Add the original's ``get_info()`` attributes to *info* (a :class:`SupervisorInfo`).
+
+        Counts and sizes now, from the snapshot; lists of tasks, aloops and
+        schedulers on first access.
+        """
         sup = self.supervisor
-        tasks = sup.get_tasks()
         info.id = sup.name
-        info.started = sup.is_active()
-        info.tasks = info.task_info = {t.id: t for t in tasks}
-        for prefix, tt in (("thread", "thread"), ("mp", "mp")):
-            pool = info.get("task_types", {}).get(tt)
+        info.started = info["active"]
+        pools = info.get("task_types", {})
+        for tt in ("thread", "mp"):
+            pool = pools.get(tt)
             if pool is None and tt == "mp":
-                continue  # as the original: mp_* only once the process pool exists
+                info.mp_tasks_count = 0
+                info.add_lazy("mp_tasks", list)
+                continue  # as the original: mp_* sizes only once the process pool exists
             for key in ("pool_size", "reserve_normal", "reserve_high"):
-                setattr(info, f"{prefix}_{key}", pool[key] if pool else self._default_size(tt, key))
-            running = [t.id for t in tasks if t.tt == tt and t.status == TASK_STATUS_STARTED]
-            setattr(info, f"{prefix}_tasks", running)
-            setattr(info, f"{prefix}_tasks_count", len(running))
-        if not hasattr(info, "mp_tasks_count"):
-            info.mp_tasks, info.mp_tasks_count = [], 0
+                setattr(info, f"{tt}_{key}", pool[key] if pool else self._default_size(tt, key))
+            setattr(info, f"{tt}_tasks_count", pool["running"] if pool else 0)
+            info.add_lazy(
+                f"{tt}_tasks", lambda tt=tt: [t.id for t in sup.get_tasks(tt) if t.status == TASK_STATUS_STARTED]
+            )
+        info.add_lazy("tasks", lambda: {t.id: t for t in sup.get_tasks()})
+        info.add_lazy("task_info", lambda: info.tasks)
+        info.add_lazy("schedulers", self._schedulers_copy)
+        info.add_lazy("aloops", lambda: self._optional(sup.get_aloops, {}))
+        info.add_lazy("async_job_schedulers", self._async_job_schedulers)
+
+    def _schedulers_copy(self) -> dict[Any, Any]:
         with self._lock:
-            info.schedulers = dict(self._schedulers)
-        info.aloops = self._optional(sup.get_aloops, {})
-        jobs = self._optional(lambda: sup.extension("async_jobs"), None)
-        info.async_job_schedulers = jobs.get_async_job_schedulers() if jobs is not None else {}
+            return dict(self._schedulers)
+
+    def _async_job_schedulers(self) -> dict[str, Any]:
+        jobs = self._optional(lambda: self.supervisor.extension("async_jobs"), None)
+        return jobs.get_async_job_schedulers() if jobs is not None else {}
 
     def _default_size(self, tt: str, key: str) -> int:
         config = self.supervisor.pool_config(tt)

@@ -443,11 +443,12 @@ class TaskSupervisor:
         store = self._dispatch.store
         return store.get(task_id) if store is not None else None
 
-    def get_info(self) -> SupervisorInfo:
+    def get_info(self, *legacy: Any, **legacy_kw: Any) -> SupervisorInfo:
         """Pool sizes, running and waiting counts per task type and priority.
 
         A dict whose keys are also attributes; an extension with an
         ``add_info(info)`` method adds attributes (see :class:`SupervisorInfo`).
+        The original's arguments (``tt=``, ``aloops=``, ...) are ignored.
         """
         info = SupervisorInfo(name=self.name, **self._dispatch.info(), active=self.is_active())
         for ext in list(self._extensions.values()):

@@ -69,7 +69,8 @@ class BackgroundWorker:
     ``process_result(result)`` in this process.
 
     :param worker_name: name (alias ``name``); default: the executor's name.
-    :param func: executor function (default: ``self.run``).
+    :param func: executor function (default: ``self.run``); the original's
+        ``executor_func`` too.
     :param priority: priority of each run (default ``TASK_NORMAL``).
     :param o: any object, passed to the executor as ``o``.
     :param on_error: called as ``on_error(e, **on_error_kwargs)`` when a run
@@ -96,9 +97,10 @@ class BackgroundWorker:
         name: str | None = None,
         **legacy: Any,
     ) -> None:
-        unknown = set(legacy) - {"daemon", "poll_delay"}
+        unknown = set(legacy) - {"daemon", "poll_delay", "executor_func"}  # the original's, ignored but the last
         if unknown:
             raise TypeError(f"unexpected worker parameter(s): {', '.join(sorted(unknown))}")
+        func = func if func is not None else legacy.get("executor_func")
         if func is not None and not callable(func):
             raise TypeError(f"worker func must be callable, got {func!r}")
         self._func = func

@@ -284,6 +284,10 @@ def test_mp_pool_is_none_until_the_pool_is_sized(make_supervisor):
     with deprecated("mp_pool"):
         pool = sup.mp_pool
     assert pool is sup.executor(TT_MP)
+    other = make_supervisor()
+    other.create_mp_pool(start_method="spawn")  # as the original: create_mp_pool makes the pool
+    with deprecated("mp_pool"):
+        assert other.mp_pool is other.executor(TT_MP)
 
 
 def test_set_debug_turns_the_libraries_debug_log_on_and_off():
@@ -332,3 +336,17 @@ def test_background_task_accepts_the_0_3_14_group_and_daemon_with_a_warning(supe
     with deprecated(r"background_task\(group=..., daemon=...\)"):
         starter = atasker.background_task(pow, group=None, daemon=True, supervisor=supervisor)
     assert starter(2, 4).result(WAIT) == 16
+
+
+def test_get_info_accepts_the_original_arguments(supervisor):
+    info = supervisor.get_info(tt=TT_THREAD, aloops=False, schedulers=False)
+    assert info.thread_tasks_count == 0
+
+
+def test_a_worker_takes_the_original_executor_func_keyword(supervisor):
+    ran = threading.Event()
+    worker = atasker.BackgroundEventWorker(worker_name="w", executor_func=lambda **kw: ran.set(), supervisor=supervisor)
+    worker.start()
+    worker.trigger()
+    assert ran.wait(WAIT)
+    worker.stop()

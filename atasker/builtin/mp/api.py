@@ -106,6 +106,8 @@ class ProcessPoolControl:
         self.options: dict[str, Any] = {}
         #: Start ``pool_size`` workers when the supervisor starts (see :func:`prestart_sized_pool`).
         self.prestart = False
+        #: ``create_mp_pool`` or ``set_mp_pool`` was called (the original's ``mp_pool`` existed).
+        self.configured = False
 
     def create_mp_pool(self, **kwargs: Any) -> None:
         """Configure the process pool of ``TT_MP`` tasks.
@@ -158,6 +160,7 @@ class ProcessPoolControl:
         if sizes:
             sup.set_pool(TT_MP, **sizes)
         self.prestart = prestart and not sup.is_active()
+        self.configured = True
         if sup.is_active():
             executor = sup.executor(TT_MP)
             # The "mp" executor is an MPExecutor, not imported here: its module imports this one.
@@ -181,15 +184,16 @@ class ProcessPoolControl:
         """
         self.supervisor.set_pool(TT_MP, pool_size, reserve_normal, reserve_high)
         self.prestart = self.prestart or not self.supervisor.is_active()
+        self.configured = True
 
     @property
     def mp_pool(self) -> Any:
         """Deprecated (the original's ``multiprocessing.Pool`` attribute): the
-        process pool's executor once the pool was sized and the supervisor
-        runs, else ``None``.  Use ``supervisor.executor(TT_MP)``."""
+        process pool's executor once ``create_mp_pool`` or ``set_mp_pool``
+        made the pool and the supervisor runs, else ``None``.  Use ``supervisor.executor(TT_MP)``."""
         deprecated("supervisor.mp_pool", "supervisor.executor(TT_MP)")
         sup = self.supervisor
-        return sup.executor(TT_MP) if sup.is_active() and (self.prestart or sup.pool_config(TT_MP)) else None
+        return sup.executor(TT_MP) if sup.is_active() and self.configured else None
 
 
 #: Seconds ``start()`` waits at most for the workers of a pool sized before it.
