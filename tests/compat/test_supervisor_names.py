@@ -350,3 +350,27 @@ def test_a_worker_takes_the_original_executor_func_keyword(supervisor):
     worker.trigger()
     assert ran.wait(WAIT)
     worker.stop()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda sup: sup.put_task(pow, (2, 2), _send_task_id=False).result(WAIT),
+        lambda sup: sup.get_task("x"),
+        lambda sup: sup.mp_pool,
+        lambda sup: sup.register_sync_scheduler(Scheduler()),
+        lambda sup: sup.stop(stop_schedulers=True),
+        lambda sup: atasker.BackgroundQueueWorker(func=print, supervisor=sup).put_threadsafe(1),
+        lambda sup: atasker.background_task(print, daemon=True),
+    ],
+)
+def test_every_deprecation_warning_points_at_the_callers_line(make_supervisor, call):
+    sup = make_supervisor()
+    with pytest.warns(DeprecationWarning) as seen:
+        call(sup)
+    assert [w.filename for w in seen] == [__file__]
+
+
+def test_the_original_task_type_numbers_elsewhere_fail_naming_the_constants(supervisor):
+    with pytest.raises(TypeError, match="such as TT_THREAD, TT_MP, TT_COROUTINE, got 2"):
+        atasker.background_task(print, tt=2, supervisor=supervisor)
