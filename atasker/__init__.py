@@ -19,8 +19,10 @@ __version__ = "1.0.0"
 
 import atasker.builtin.mp.api as _process
 from atasker.api import TT_COROUTINE, TT_MP, TT_THREAD, background_task, wait_completed
+from atasker.builtin.compat import set_debug
 from atasker.builtin.coroutine import ALoop, AloopStoppedError, UnknownAloopError
 from atasker.builtin.mp.api import *  # noqa: F403  (the process-task API, see process.__all__)
+from atasker.core.info import SupervisorInfo
 from atasker.core.pool import Pool
 from atasker.core.signals import signals_to_main_thread, unblock_signals
 from atasker.core.supervisor import TaskSupervisor, default_supervisor
@@ -118,6 +120,7 @@ __all__ = [
     "QueuePolicyType",
     "StatusStore",
     "StatusStoreType",
+    "SupervisorInfo",
     "SupervisorStoppedError",
     "Task",
     "TaskInfo",
@@ -134,6 +137,7 @@ __all__ = [
     "hookspec",
     "live",
     "priority_band",
+    "set_debug",
     "task_supervisor",
     "wait_completed",
     "ALoop",

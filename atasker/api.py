@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast, overload
 
+from atasker.builtin.compat import deprecated
 from atasker.builtin.coroutine.aloop import TT_COROUTINE
 from atasker.builtin.mp.api import TT_MP
 from atasker.builtin.thread import TT_THREAD
@@ -36,6 +37,8 @@ def background_task(
     timeout: float | None = ...,
     loop: Any = ...,
     options: dict[str, Any] | None = ...,
+    group: Any = ...,
+    daemon: Any = ...,
 ) -> Callable[..., Task]: ...
 @overload
 def background_task(
@@ -50,6 +53,8 @@ def background_task(
     timeout: float | None = ...,
     loop: Any = ...,
     options: dict[str, Any] | None = ...,
+    group: Any = ...,
+    daemon: Any = ...,
 ) -> Callable[[Callable[..., Any]], Callable[..., Task]]: ...
 
 
@@ -65,6 +70,8 @@ def background_task(
     timeout: float | None = None,
     loop: Any = None,
     options: dict[str, Any] | None = None,
+    group: Any = None,
+    daemon: Any = None,
 ) -> Any:
     """Make *f* a background task: calling it queues a task and returns at once.
 
@@ -88,12 +95,17 @@ def background_task(
         asyncio loop to run on (``options={"loop": ...}``).
     :param options: task-type specific options, e.g. a plugin's
         (``task.options`` for its executor).
+    :param group: the original's (a thread group): deprecated and ignored.
+    :param daemon: the original's (a daemon thread): deprecated and ignored
+        (tasks run on the pool's threads).
     :raises TypeError: *f* is not callable, or a bad option.
     :raises UnknownTaskTypeError: no plugin provides *tt* (checked here,
         at decoration: this loads the supervisor's plugins).
     :raises InvalidPriorityError: *priority* is invalid.
     :raises ValueError: a bad *delay* or *timeout*.
     """
+    if group is not None or daemon is not None:
+        deprecated("background_task(group=..., daemon=...)", "nothing: leave them out", stacklevel=3)
     if loop is not None:
         options = {**(options or {}), "loop": loop}
     # Validated now, at decoration, even if the task type is resolved later.
@@ -136,6 +148,9 @@ def _task_starter(
 
 def wait_completed(tasks: Task | Iterable[Task], timeout: float | None = None) -> Any:
     """Wait for tasks and return their results.
+
+    As in atasker 0.7; but there a task's ``result`` was an attribute, while
+    here the handle is a :class:`concurrent.futures.Future`: ``task.result()``.
 
     :param tasks: one task handle, or an iterable of them.
     :param timeout: seconds to wait in all; ``None`` waits forever.

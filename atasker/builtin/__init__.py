@@ -14,4 +14,7 @@ default); ``atasker.builtin.sqlite_store`` -- ``sqlite://`` and ``atasker status
 
 Observers: ``atasker.builtin.trace`` -- ``start(trace=...)`` and ``atasker
 plot``; ``atasker.builtin.watchdog`` -- start-time warnings.
+
+Compatibility: ``atasker.builtin.compat`` -- the original atasker's names
+(``put_task``, ``register_scheduler``, ...; see ``docs/migrating.rst``).
 """

@@ -31,8 +31,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from atasker.core.dispatch import Dispatcher, Slot
+from atasker.core.info import SupervisorInfo
 from atasker.core.lifecycle import Lifecycle
-from atasker.core.pool import Pool, check_sizes
+from atasker.core.pool import check_sizes
+from atasker.core.slots import make_slot, resize_slot
 from atasker.core.task import (
     DEFAULT_SPEC,
     DEFAULT_TASK_TYPE,
@@ -45,14 +47,8 @@ from atasker.errors import (
     MissingExtensionError,
     SupervisorStoppedError,
 )
-from atasker.plugin.manager import PluginManager, env_providers, make_plugin_manager
-from atasker.plugin.protocols import (
-    EXECUTOR_MEMBERS,
-    QUEUE_POLICY_MEMBERS,
-    Executor,
-    StatusStore,
-    missing_members,
-)
+from atasker.plugin.manager import EXTENSION_PROVIDERS, PluginManager, env_providers, make_plugin_manager
+from atasker.plugin.protocols import Executor, StatusStore
 from atasker.plugin.registry import Registry, make_registries
 
 __all__ = ["DEFAULT_TIMEOUT_CRITICAL", "DEFAULT_TIMEOUT_WARNING", "TaskSupervisor", "default_supervisor"]
@@ -61,16 +57,6 @@ logger = logging.getLogger("atasker")
 
 DEFAULT_TIMEOUT_WARNING = 5.0
 DEFAULT_TIMEOUT_CRITICAL = 10.0
-
-#: Which built-in plugin adds each extension the seed's methods use: named
-#: in the error when that plugin is blocked (any plugin may add them).
-_EXTENSION_PROVIDERS = {
-    "thread": "atasker.builtin.thread",
-    "mp": "atasker.builtin.mp",
-    "aloops": "atasker.builtin.coroutine",
-    "workers": "atasker.extras.workers",
-    "live": "atasker.tools.liveview",
-}
 
 
 class TaskSupervisor:
@@ -230,7 +216,7 @@ class TaskSupervisor:
         if ext is not None:
             return ext
         what = needed_by or f"extension {name!r}"
-        provider = _EXTENSION_PROVIDERS.get(name)
+        provider = EXTENSION_PROVIDERS.get(name)
         if provider is None:
             raise MissingExtensionError(f"{what}: no registered plugin adds the extension {name!r}")
         why = "is blocked" if pm.is_blocked(provider) else "is not registered"
@@ -279,7 +265,7 @@ class TaskSupervisor:
         """
         self._lifecycle.ensure_started()
 
-    def stop(self, wait: bool | float = True, cancel_tasks: bool = False) -> bool:
+    def stop(self, wait: bool | float = True, stop_schedulers: bool | None = None, cancel_tasks: bool = False) -> bool:
         """Stop the supervisor; then submissions raise :class:`SupervisorStoppedError`.
 
         While a ``wait`` stop drains (without ``cancel_tasks``), running tasks
@@ -290,6 +276,8 @@ class TaskSupervisor:
             still queued and log what is still running; ``False`` -- cancel
             queued tasks and return without waiting for running ones (their
             handles still resolve).
+        :param stop_schedulers: the original's; accepted with a
+            ``DeprecationWarning`` (workers always stop first).
         :param cancel_tasks: cancel queued and delayed tasks first (status
             ``-1``, handles cancelled); running tasks finish.
         :returns: ``True`` if every task ended before it returned.
@@ -302,6 +290,8 @@ class TaskSupervisor:
         waiting there raises ``RuntimeError``.  Do not call it with ``wait``
         from a coroutine task: the event loop would be blocked.
         """
+        if stop_schedulers is not None:
+            self.extension("compat", "stop(stop_schedulers=...)").stop_schedulers_given()
         return self._lifecycle.stop(wait, cancel_tasks)
 
     def block(self) -> None:
@@ -309,43 +299,7 @@ class TaskSupervisor:
         self._lifecycle.stopped.wait()
 
     def _slot(self, tt: str) -> Slot:
-        slot = self._dispatch.slots.get(tt)
-        if slot is not None:
-            return slot
-        with self._config_lock:
-            slot = self._dispatch.slots.get(tt)
-            if slot is not None:
-                return slot
-            task_type = self.registry("task type").get(tt)
-            config = self._pool_config.get(tt, {})
-            default_size = task_type.pool_size() if callable(task_type.pool_size) else task_type.pool_size
-            pool = Pool(
-                tt,
-                pool_size=config.get("pool_size", default_size),
-                reserve_normal=config.get("reserve_normal", task_type.reserve_normal),
-                reserve_high=config.get("reserve_high", task_type.reserve_high),
-            )
-            pm = self.plugin_manager
-            chosen = pm.hook.atasker_select_queue_policy(supervisor=self, task_type=task_type)
-            policy_name = chosen or self._lifecycle.policy_name
-            policy = self.registry("queue policy").get(policy_name).factory(pool)
-            missing = missing_members(policy, QUEUE_POLICY_MEMBERS)
-            if missing:
-                raise TypeError(
-                    f"queue policy {policy_name!r} ({type(policy).__qualname__}) lacks {', '.join(missing)}"
-                )
-            executor = task_type.executor_factory(self, pool)
-            missing = missing_members(executor, EXECUTOR_MEMBERS)
-            if missing:
-                executor.shutdown(wait=False) if callable(getattr(executor, "shutdown", None)) else None
-                raise TypeError(
-                    f"the executor of task type {tt!r} ({type(executor).__qualname__}) lacks "
-                    f"{', '.join(missing)}; see atasker.Executor and atasker.BaseExecutor"
-                )
-            pool.configure(capacity=executor.capacity())
-            slot = Slot(pool, policy, executor)
-            self._dispatch.slots[tt] = slot
-            return slot
+        return self._dispatch.slots.get(tt) or make_slot(self, tt)
 
     def executor(self, tt: str) -> Executor:
         """The executor of task type *tt* (created on first use)."""
@@ -464,23 +418,7 @@ class TaskSupervisor:
         :raises UnknownTaskTypeError: no plugin provides *tt*.
         :raises ValueError: a size that is not an int >= 0.
         """
-        sizes = check_sizes(pool_size, reserve_normal, reserve_high)
-        self.registry("task type").get(tt)  # an unknown task type is an error, not a silent no-op
-        dispatch = self._dispatch
-        with self._config_lock:
-            self._pool_config.setdefault(tt, {}).update(sizes)
-            slot = dispatch.slots.get(tt) if dispatch.active else None
-        if slot is None:
-            return
-        with dispatch.lock:
-            slot.pool.configure(**sizes)
-            started = dispatch.admit(slot)
-        slot.executor.resize(slot.pool)
-        with dispatch.lock:
-            slot.pool.configure(capacity=slot.executor.capacity())
-            started += dispatch.admit(slot)
-        if started:
-            dispatch.launch(slot, started)
+        resize_slot(self, tt, pool_size, reserve_normal, reserve_high)
 
     def pool_config(self, tt: str) -> dict[str, int]:
         """The pool sizes set for task type *tt*, and only those.
@@ -505,11 +443,19 @@ class TaskSupervisor:
         store = self._dispatch.store
         return store.get(task_id) if store is not None else None
 
-    def get_info(self) -> dict[str, Any]:
-        """Pool sizes, running and waiting counts per task type and priority."""
-        info = self._dispatch.info()
-        info["active"] = self.is_active()
-        return {"name": self.name, **info}
+    def get_info(self, *legacy: Any, **legacy_kw: Any) -> SupervisorInfo:
+        """Pool sizes, running and waiting counts per task type and priority.
+
+        A dict whose keys are also attributes; an extension with an
+        ``add_info(info)`` method adds attributes (see :class:`SupervisorInfo`).
+        The original's arguments (``tt=``, ``aloops=``, ...) are ignored.
+        """
+        info = SupervisorInfo(name=self.name, **self._dispatch.info(), active=self.is_active())
+        for ext in list(self._extensions.values()):
+            add_info = getattr(ext, "add_info", None)
+            if add_info is not None:
+                add_info(info)
+        return info
 
     @property
     def status_store(self) -> StatusStore | None:
@@ -609,6 +555,56 @@ class TaskSupervisor:
         :class:`atasker.tools.liveview.LiveView` (plugin ``atasker.tools.liveview``).
         """
         return self.extension("live", "live()").view(total=total, **options)
+
+    # ------------------- the original's methods: delegators (plugin atasker.builtin.compat)
+
+    #: Accepted and ignored: the original polled every ``poll_delay`` seconds; nothing polls here.
+    poll_delay = 0.1
+
+    def put_task(self, task: Any, *args: Any, **kwargs: Any) -> Any:
+        """Deprecated: :meth:`submit` a Thread, a ``(target, args, kwargs, callback)`` or a target; see ``Compat``."""
+        return self.extension("compat", "put_task()").put_task(task, *args, **kwargs)
+
+    def mark_task_completed(self, task: Any = None, task_id: Any = None, tt: Any = None) -> Any:
+        """Deprecated and ignored (a task completes when its function returns); ``True``."""
+        return self.extension("compat", "mark_task_completed()").mark_task_completed(task, task_id, tt)
+
+    def get_task(self, task_id: Any) -> Any:
+        """Deprecated: :meth:`get_task_info`, which also knows the ids of ``put_task``."""
+        return self.extension("compat", "get_task()").get_task(task_id)
+
+    def register_scheduler(self, scheduler: Any) -> Any:
+        """Deprecated: run ``scheduler.loop()`` on an aloop until it ends; see ``Compat``."""
+        return self.extension("compat", "register_scheduler()").register_scheduler(scheduler)
+
+    def register_sync_scheduler(self, scheduler: Any) -> Any:
+        """Deprecated: call ``scheduler.stop()`` when the supervisor stops."""
+        return self.extension("compat", "register_sync_scheduler()").register_sync_scheduler(scheduler)
+
+    def unregister_scheduler(self, scheduler: Any) -> Any:
+        """Deprecated: cancel a scheduler's loop; ``False`` if it was not registered."""
+        return self.extension("compat", "unregister_scheduler()").unregister_scheduler(scheduler)
+
+    def unregister_sync_scheduler(self, scheduler: Any) -> Any:
+        """Deprecated: forget a sync scheduler; ``False`` if it was not registered."""
+        return self.extension("compat", "unregister_sync_scheduler()").unregister_sync_scheduler(scheduler)
+
+    @property
+    def mp_pool(self) -> Any:
+        """Deprecated: the process pool once sized, else ``None``; see ``ProcessPoolControl.mp_pool``."""
+        return self.extension("mp", "mp_pool").mp_pool
+
+    def create_async_job_scheduler(self, name: str, aloop: Any = None, **kwargs: Any) -> Any:
+        """Create an async job scheduler on an aloop; see ``AsyncJobs.create_async_job_scheduler``."""
+        return self.extension("async_jobs", "async jobs").create_async_job_scheduler(name, aloop, **kwargs)
+
+    def create_async_job(self, scheduler: Any = None, **kwargs: Any) -> Any:
+        """Create an async job (``target=``, ``interval=``, ...); see ``AsyncJobs.create_async_job``."""
+        return self.extension("async_jobs", "async jobs").create_async_job(scheduler, **kwargs)
+
+    def cancel_async_job(self, scheduler: Any = None, job: Any = None) -> None:
+        """Cancel an async job; see ``AsyncJobs.cancel_async_job``."""
+        self.extension("async_jobs", "async jobs").cancel_async_job(scheduler, job)
 
     def __repr__(self) -> str:
         state = "active" if self.is_active() else "stopped"

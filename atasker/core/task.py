@@ -234,7 +234,9 @@ class SupervisorAPI(Protocol):
 
     def unregister_plugin(self, plugin: Any = None, name: str | None = None) -> Any: ...
 
-    def stop(self, wait: bool | float = True, cancel_tasks: bool = False) -> bool: ...
+    def stop(
+        self, wait: bool | float = True, stop_schedulers: bool | None = None, cancel_tasks: bool = False
+    ) -> bool: ...
 
 
 class TaskSpec:
@@ -274,7 +276,9 @@ class TaskSpec:
         if type(priority) is not int or priority < 0:
             priority = validate_priority(priority)
         if not isinstance(tt, str) or not tt:
-            raise TypeError(f"task type (tt) must be a non-empty str, got {tt!r}")
+            raise TypeError(
+                f"task type (tt) must be a non-empty str such as TT_THREAD, TT_MP, TT_COROUTINE, got {tt!r}"
+            )
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
         if options is not None and not isinstance(options, Mapping):

@@ -23,10 +23,11 @@ import queue as queue_module
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, cast
 
+from atasker.builtin.compat import DONE, alias
 from atasker.core.supervisor import default_supervisor
 from atasker.core.task import TASK_NORMAL, Task, TaskSpec, validate_priority
 from atasker.plugin.hookspecs import hookimpl
@@ -68,7 +69,8 @@ class BackgroundWorker:
     ``process_result(result)`` in this process.
 
     :param worker_name: name (alias ``name``); default: the executor's name.
-    :param func: executor function (default: ``self.run``).
+    :param func: executor function (default: ``self.run``); the original's
+        ``executor_func`` too.
     :param priority: priority of each run (default ``TASK_NORMAL``).
     :param o: any object, passed to the executor as ``o``.
     :param on_error: called as ``on_error(e, **on_error_kwargs)`` when a run
@@ -95,9 +97,10 @@ class BackgroundWorker:
         name: str | None = None,
         **legacy: Any,
     ) -> None:
-        unknown = set(legacy) - {"daemon", "poll_delay"}
+        unknown = set(legacy) - {"daemon", "poll_delay", "executor_func"}  # the original's, ignored but the last
         if unknown:
             raise TypeError(f"unexpected worker parameter(s): {', '.join(sorted(unknown))}")
+        func = func if func is not None else legacy.get("executor_func")
         if func is not None and not callable(func):
             raise TypeError(f"worker func must be callable, got {func!r}")
         self._func = func
@@ -456,20 +459,23 @@ class BackgroundIntervalWorker(BackgroundWorker):
     def _keep_after_cancel(self) -> bool:
         return self._triggered  # trigger() cancelled the scheduled run
 
-    def trigger(self) -> None:
-        """Run the executor now, out of schedule (thread-safe).
+    def trigger(self, force: bool = False) -> Awaitable[None]:
+        """Run the executor now, out of schedule (thread-safe; awaitable too, as in 0.7).
 
-        A run in progress is followed by one more run at once.
+        A run in progress is followed by one more run at once (what 0.7's *force* asked).
         """
         with self._lock:
             if not self._active:
-                return
+                return DONE
             self._triggered = True
             current = self._current
         if current is None:
             self._schedule_next(None)
         elif current.status == 0:
             current.cancel()  # the scheduled run; _after_run starts one now
+        return DONE
+
+    trigger_threadsafe = alias("trigger_threadsafe", "trigger")
 
 
 class BackgroundQueueWorker(BackgroundWorker):
@@ -490,14 +496,17 @@ class BackgroundQueueWorker(BackgroundWorker):
             raise TypeError(f"q/queue must be True or a queue class, got {kind!r}")
         self._queue: Any = cls()
 
-    def put(self, item: Any) -> None:
-        """Queue *item* for the executor (thread-safe).
+    def put(self, item: Any) -> Awaitable[None]:
+        """Queue *item* for the executor (thread-safe; awaitable too, as in 0.7).
 
         :raises SupervisorStoppedError: the worker is active but its
             supervisor stopped; the item stays queued for a later ``start()``.
         """
         self._queue.put(item)
         self._schedule()
+        return DONE
+
+    put_threadsafe = alias("put_threadsafe", "put")
 
     def _take_run(self) -> tuple[Any, ...] | None:
         try:
@@ -531,11 +540,14 @@ class BackgroundEventWorker(BackgroundWorker):
         super().__init__(*args, **kwargs)
         self._pending = False
 
-    def trigger(self) -> None:
-        """Ask for one run of the executor (thread-safe)."""
+    def trigger(self, force: bool = False) -> Awaitable[None]:
+        """Ask for one run of the executor (thread-safe; awaitable too; *force*: as always)."""
         with self._lock:
             self._pending = True
         self._schedule()
+        return DONE
+
+    trigger_threadsafe = alias("trigger_threadsafe", "trigger")
 
     def _take_run(self) -> tuple[Any, ...] | None:
         if not self._pending:

@@ -41,6 +41,7 @@ from atasker.plugin import hookspecs
 __all__ = [
     "BUILTIN_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "EXTENSION_PROVIDERS",
     "PluginManager",
     "PluginRecord",
     "env_flag",
@@ -63,7 +64,20 @@ BUILTIN_PLUGINS = (
     "atasker.builtin.trace",
     "atasker.extras.workers",
     "atasker.tools.liveview",
+    "atasker.builtin.compat",
 )
+
+#: Which built-in plugin adds each extension the seed's methods use: named
+#: in the error when that plugin is blocked (any plugin may add them).
+EXTENSION_PROVIDERS = {
+    "thread": "atasker.builtin.thread",
+    "mp": "atasker.builtin.mp",
+    "aloops": "atasker.builtin.coroutine",
+    "workers": "atasker.extras.workers",
+    "live": "atasker.tools.liveview",
+    "async_jobs": "atasker.builtin.coroutine",
+    "compat": "atasker.builtin.compat",
+}
 
 
 def _env_list(name: str) -> list[str]:

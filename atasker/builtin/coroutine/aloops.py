@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from atasker.builtin.coroutine.aloop import DEFAULT_ALOOP_NAME, TT_COROUTINE, ALoop
 from atasker.builtin.coroutine.errors import AloopStoppedError, UnknownAloopError
 from atasker.builtin.coroutine.feeder import Feeder
+from atasker.builtin.coroutine.jobs import AsyncJobs
 from atasker.core import lifecycle
 from atasker.errors import SupervisorStoppedError
 from atasker.plugin.hookspecs import hookimpl
@@ -294,8 +295,9 @@ class Aloops:
 
 @hookimpl
 def atasker_configure(supervisor: TaskSupervisor) -> None:
-    """Add the ``"aloops"`` extension."""
+    """Add the ``"aloops"`` and ``"async_jobs"`` extensions."""
     supervisor.add_extension("aloops", Aloops(supervisor))
+    supervisor.add_extension("async_jobs", AsyncJobs(supervisor))
 
 
 @hookimpl

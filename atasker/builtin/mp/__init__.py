@@ -12,6 +12,7 @@ Blocking this plugin removes all of it.
 
 from __future__ import annotations
 
+from atasker.builtin.mp.api import atasker_supervisor_started
 from atasker.builtin.mp.executor import (
     TT_MP,
     MPExecutor,
@@ -27,6 +28,7 @@ __all__ = [
     "MPExecutor",
     "atasker_configure",
     "atasker_register_task_types",
+    "atasker_supervisor_started",
     "check_options",
     "cpu_count",
     "default_start_method",

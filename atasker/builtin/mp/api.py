@@ -20,10 +20,12 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from atasker.builtin.compat import deprecated
 from atasker.builtin.mp.options import check_options
 from atasker.core.supervisor import default_supervisor
 from atasker.core.task import TaskSpec
 from atasker.errors import AtaskerError, WorkerDiedError
+from atasker.plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from atasker.core.supervisor import TaskSupervisor
@@ -102,6 +104,10 @@ class ProcessPoolControl:
         self._lock = threading.Lock()
         #: ``create_mp_pool`` options other than the sizes (merged).
         self.options: dict[str, Any] = {}
+        #: Start ``pool_size`` workers when the supervisor starts (see :func:`prestart_sized_pool`).
+        self.prestart = False
+        #: ``create_mp_pool`` or ``set_mp_pool`` was called (the original's ``mp_pool`` existed).
+        self.configured = False
 
     def create_mp_pool(self, **kwargs: Any) -> None:
         """Configure the process pool of ``TT_MP`` tasks.
@@ -131,9 +137,14 @@ class ProcessPoolControl:
             (``maxtasksperchild``; default: never).
         :keyword idle_timeout: seconds an idle worker beyond ``pool_size``
             lives before it exits (default 10).
+        :keyword prestart: called before ``start()``: start ``pool_size``
+            workers with the supervisor and wait for them, as the original
+            atasker's ``multiprocessing.Pool`` did (default ``True``);
+            ``False``: they start on first use.
         :raises TypeError: an unknown keyword.
         :raises ValueError: a bad value (unknown start method, negative size, ...).
         """
+        prestart = bool(kwargs.pop("prestart", True))
         options: dict[str, Any] = {}
         for key, value in kwargs.items():
             key = _ALIASES.get(key, key)
@@ -148,6 +159,8 @@ class ProcessPoolControl:
             self.options = merged = {**self.options, **options}
         if sizes:
             sup.set_pool(TT_MP, **sizes)
+        self.prestart = prestart and not sup.is_active()
+        self.configured = True
         if sup.is_active():
             executor = sup.executor(TT_MP)
             # The "mp" executor is an MPExecutor, not imported here: its module imports this one.
@@ -166,8 +179,49 @@ class ProcessPoolControl:
         waiting tasks at once (workers start as they are needed); shrinking
         it retires idle workers now and busy ones when their task ends.
         ``pool_size=0`` means one worker per CPU, usable by any priority.
+        Called before ``start()``, the workers start with the supervisor
+        (see ``create_mp_pool(prestart=...)``).
         """
         self.supervisor.set_pool(TT_MP, pool_size, reserve_normal, reserve_high)
+        self.prestart = self.prestart or not self.supervisor.is_active()
+        self.configured = True
+
+    @property
+    def mp_pool(self) -> Any:
+        """Deprecated (the original's ``multiprocessing.Pool`` attribute): the
+        process pool's executor once ``create_mp_pool`` or ``set_mp_pool``
+        made the pool and the supervisor runs, else ``None``.  Use ``supervisor.executor(TT_MP)``."""
+        deprecated("supervisor.mp_pool", "supervisor.executor(TT_MP)")
+        sup = self.supervisor
+        return sup.executor(TT_MP) if sup.is_active() and self.configured else None
+
+
+#: Seconds ``start()`` waits at most for the workers of a pool sized before it.
+PRESTART_TIMEOUT = 10.0
+
+
+@hookimpl
+def atasker_supervisor_started(supervisor: TaskSupervisor) -> None:
+    """Prestart the process pool if it was sized before ``start()`` (see :func:`prestart_sized_pool`)."""
+    prestart_sized_pool(supervisor)
+
+
+def prestart_sized_pool(supervisor: TaskSupervisor) -> None:
+    """Start ``pool_size`` workers now and wait for them, if the pool was sized before ``start()``.
+
+    As the original's ``set_mp_pool()`` forked its ``multiprocessing.Pool``
+    at once: the first process tasks (an interval worker's first ticks) do
+    not wait for a worker to start.
+    """
+    control: ProcessPoolControl = supervisor.extension("mp", "process tasks")
+    if not control.prestart:
+        return
+    executor = supervisor.executor(TT_MP)
+    executor.prestart()  # type: ignore[attr-defined]  # an MPExecutor, see create_mp_pool
+    pool = supervisor.get_info()["task_types"][TT_MP]
+    # capacity() is pool_size (0: the CPU count) plus both reserves.
+    size = executor.capacity() - pool["reserve_normal"] - pool["reserve_high"]
+    executor.wait_workers(max(1, size), PRESTART_TIMEOUT)  # type: ignore[attr-defined]  # see above
 
 
 async def co_mp_apply(
