@@ -3,16 +3,26 @@
 Run: ``python bench/bench_hooks.py [--quick]``.
 
 Same workload as bench_threads' throughput (trivial tasks, 8 workers),
-interleaved rounds, medians, four variants:
+interleaved rounds, medians; each variant is the same supervisor with one
+plugin on (``none``: all off):
 
 * ``none``        -- no plugin implements a lifecycle hook (the default);
 * ``forced``      -- the same, but the three task hooks are called anyway
                      (pluggy with no implementation): what skipping saves;
 * ``noop``        -- a plugin implements every lifecycle hook, doing nothing;
 * ``logging``     -- a plugin logs every event on a logger (level INFO,
-                     handler to a null stream), a realistic observer.
+                     handler to a null stream), a realistic observer;
+* ``otel-api``    -- plugins/atasker-otel with the OpenTelemetry API alone
+                     (no SDK set up: what installing it costs an app that
+                     does not trace);
+* ``otel-sdk``    -- the same with an SDK tracer provider whose spans go to
+                     an in-memory exporter (cleared every round): a span per
+                     task, made current in the pool thread;
+* ``prometheus``  -- plugins/atasker-prometheus counting into a registry.
 
-Prints tasks/s, the ratio to ``none`` and the cost per task in microseconds.
+The plugin variants are left out, with a note, when their package (or the
+SDK) is not installed.  Prints tasks/s, the ratio to ``none`` and the cost
+per task in microseconds.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import sys
 import time
 from concurrent.futures import wait
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -85,22 +96,58 @@ class LoggingObserver:
         self.log.info("supervisor stopped")
 
 
+def plugin_variants() -> dict[str, tuple[list[Any], dict[str, Any]]]:
+    """``{variant: (plugins, start options)}`` of the installed plugin packages."""
+    variants: dict[str, tuple[list[Any], dict[str, Any]]] = {}
+    try:
+        import atasker_otel
+    except ImportError:
+        print("(atasker-otel is not installed: no otel variants)")
+    else:
+        variants["otel-api"] = ([atasker_otel], {})
+        try:
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+            from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        except ImportError:
+            print("(opentelemetry-sdk is not installed: no otel-sdk variant)")
+        else:
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(EXPORTED.setdefault("otel", InMemorySpanExporter())))
+            variants["otel-sdk"] = ([atasker_otel], {"otel_tracer_provider": provider})
+    try:
+        import atasker_prometheus
+        from prometheus_client import CollectorRegistry
+    except ImportError:
+        print("(atasker-prometheus is not installed: no prometheus variant)")
+    else:
+        variants["prometheus"] = ([atasker_prometheus], {"prometheus_registry": CollectorRegistry()})
+    return variants
+
+
+#: The in-memory span exporter of the otel-sdk variant (cleared every round).
+EXPORTED: dict[str, Any] = {}
+PLUGIN_VARIANTS: dict[str, tuple[list[Any], dict[str, Any]]] = {}
+
+
 def throughput(variant: str, n: int) -> float:
-    plugins = {"noop": [NoopObserver()], "logging": [LoggingObserver()]}.get(variant, [])
+    plugins, options = PLUGIN_VARIANTS.get(variant, ([], {}))
+    plugins = {"noop": [NoopObserver()], "logging": [LoggingObserver()]}.get(variant, plugins)
     sup = TaskSupervisor(pool_size=8, reserve_normal=0, reserve_high=0, autoload=False, plugins=plugins)
-    sup.start()
+    sup.start(**options)
     if variant == "forced":
         hook = sup.plugin_manager.hook
-        sup._on_queued, sup._on_started, sup._on_finished = (
-            hook.atasker_task_queued,
-            hook.atasker_task_started,
-            hook.atasker_task_finished,
-        )
+        dispatch = sup._dispatch  # the observer callers the supervisor caches (see PluginManager.observer)
+        dispatch.on_queued = lambda task: hook.atasker_task_queued(task=task)
+        dispatch.on_started = lambda task: hook.atasker_task_started(task=task)
+        dispatch.on_finished = lambda task: hook.atasker_task_finished(task=task)
     sup.submit(noop).result()
     t0 = time.perf_counter()
     wait([sup.submit(noop) for _ in range(n)])
     elapsed = time.perf_counter() - t0
     sup.stop()
+    if "otel" in EXPORTED:
+        EXPORTED["otel"].clear()
     return n / elapsed
 
 
@@ -110,7 +157,8 @@ def main() -> None:
     opts = parser.parse_args()
     n = 5000 if opts.quick else 20000
     rounds = 3 if opts.quick else 9
-    variants = ["none", "forced", "noop", "logging"]
+    PLUGIN_VARIANTS.update(plugin_variants())
+    variants = ["none", "forced", "noop", "logging", *PLUGIN_VARIANTS]
     samples: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(rounds):
         for v in variants:
@@ -120,7 +168,7 @@ def main() -> None:
     for v in variants:
         tput = statistics.median(samples[v])
         cost = (1 / tput - 1 / base) * 1e6
-        print(f"  {v:<8} {tput:>9,.0f} tasks/s  ratio {tput / base:.2f}x  cost {cost:+.2f} us/task")
+        print(f"  {v:<10} {tput:>9,.0f} tasks/s  ratio {tput / base:.2f}x  cost {cost:+.2f} us/task")
 
 
 if __name__ == "__main__":
