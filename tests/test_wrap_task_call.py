@@ -152,6 +152,15 @@ def test_a_picklable_wrapper_runs_around_the_call_in_the_worker_process(make_sup
     assert task_id == task.id  # the signature stays visible through __wrapped__
 
 
+def test_an_unpicklable_function_is_named_through_the_wrapper(make_supervisor):
+    from atasker import TaskPicklingError
+
+    sup = make_supervisor(plugins=[CarryToProcess()])
+    lock = threading.Lock()
+    with pytest.raises(TaskPicklingError, match=r"its function \(.*acquire.*\) cannot be pickled"):
+        sup.submit(lock.acquire, tt=TT_MP)
+
+
 # ------------------------------------------------------------- coroutines
 
 

@@ -225,14 +225,19 @@ def atasker_wrap_task_call(task: Task, call: Callable[..., Any]) -> Callable[...
     if task.delay:
         attributes["atasker.task.delay"] = task.delay
     span = tracing.tracer.start_span(task.name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes)
-    if not span.get_span_context().is_valid:
+    if span.get_span_context().is_valid:
+        _spans[task] = span
+        context = trace.set_span_in_context(span, parent)  # the parent's baggage too
+    elif trace.get_current_span(parent).get_span_context().is_valid:
+        # A tracer that records nothing (older APIs' no-op tracer returns an
+        # invalid span even under a valid parent): the trace goes on in the task.
+        context = parent
+    else:
         return None  # no SDK and no trace to join: nothing to record or carry
-    _spans[task] = span
     tt = task.tt
     if tt not in tracing.task_types:
         return None
     awaits = tt == "coroutine" or inspect.iscoroutinefunction(call)
-    context = trace.set_span_in_context(span, parent)  # the parent's baggage too
     if tt in _IN_PROCESS:
         return InContext(context, call, awaits)
     carrier: dict[str, str] = {}
