@@ -21,8 +21,9 @@ plugin on (``none``: all off):
 * ``prometheus``  -- plugins/atasker-prometheus counting into a registry.
 
 The plugin variants are left out, with a note, when their package (or the
-SDK) is not installed.  Prints tasks/s, the ratio to ``none`` and the cost
-per task in microseconds.
+SDK) is not installed.  Prints tasks/s and its ratio to ``none``, the CPU
+time per task (median and range) and the cost: CPU microseconds per task
+over ``none`` (robust on a busy machine, where wall-clock throughput is not).
 """
 
 from __future__ import annotations
@@ -130,7 +131,13 @@ EXPORTED: dict[str, Any] = {}
 PLUGIN_VARIANTS: dict[str, tuple[list[Any], dict[str, Any]]] = {}
 
 
-def throughput(variant: str, n: int) -> float:
+def throughput(variant: str, n: int) -> tuple[float, float]:
+    """``(tasks per second, CPU microseconds per task)`` of one round.
+
+    CPU time (every thread of this process, up to the end of ``stop()``)
+    is what the hooks add; unlike wall time it does not count other
+    processes on a busy machine.
+    """
     plugins, options = PLUGIN_VARIANTS.get(variant, ([], {}))
     plugins = {"noop": [NoopObserver()], "logging": [LoggingObserver()]}.get(variant, plugins)
     sup = TaskSupervisor(pool_size=8, reserve_normal=0, reserve_high=0, autoload=False, plugins=plugins)
@@ -142,13 +149,41 @@ def throughput(variant: str, n: int) -> float:
         dispatch.on_started = lambda task: hook.atasker_task_started(task=task)
         dispatch.on_finished = lambda task: hook.atasker_task_finished(task=task)
     sup.submit(noop).result()
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     wait([sup.submit(noop) for _ in range(n)])
     elapsed = time.perf_counter() - t0
-    sup.stop()
+    sup.stop()  # the last tasks' finished hooks, counted too
+    cpu = time.process_time() - cpu0
     if "otel" in EXPORTED:
         EXPORTED["otel"].clear()
-    return n / elapsed
+    return n / elapsed, cpu / n * 1e6
+
+
+def hook_cost(variant: str, n: int) -> float:
+    """Microseconds per task of the hook calls alone, in one thread: what the
+    dispatcher calls for a task (wrap, queued, started, finished) on a done task."""
+    plugins, options = PLUGIN_VARIANTS.get(variant, ([], {}))
+    plugins = {"noop": [NoopObserver()], "logging": [LoggingObserver()]}.get(variant, plugins)
+    sup = TaskSupervisor(pool_size=8, reserve_normal=0, reserve_high=0, autoload=False, plugins=plugins)
+    sup.start(**options)
+    task = sup.submit(noop)
+    task.result()
+    sup.stop()
+    dispatch = sup._dispatch  # the callers the supervisor caches, as submit() and the dispatcher use them
+    calls = [c for c in (dispatch.on_queued, dispatch.on_started, dispatch.on_finished) if c is not None]
+    wrap = dispatch.wrap_call if dispatch.call_wrappers else None
+    t0 = time.perf_counter()
+    for _ in range(n):
+        if wrap is not None:
+            task.func = noop
+            wrap(task)
+        for call in calls:
+            call(task)
+    elapsed = time.perf_counter() - t0
+    if "otel" in EXPORTED:
+        EXPORTED["otel"].clear()
+    return elapsed / n * 1e6
 
 
 def main() -> None:
@@ -160,15 +195,27 @@ def main() -> None:
     PLUGIN_VARIANTS.update(plugin_variants())
     variants = ["none", "forced", "noop", "logging", *PLUGIN_VARIANTS]
     samples: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(rounds):
         for v in variants:
-            samples[v].append(throughput(v, n))
+            tput, cpu_per_task = throughput(v, n)
+            samples[v].append(tput)
+            cpu[v].append(cpu_per_task)
     base = statistics.median(samples["none"])
-    print(f"lifecycle hooks, {n} thread tasks, 8 workers, median of {rounds}")
+    base_cpu = statistics.median(cpu["none"])
+    print(f"lifecycle hooks, {n} thread tasks, 8 workers, median of {rounds} (cost: CPU time per task over 'none')")
     for v in variants:
         tput = statistics.median(samples[v])
-        cost = (1 / tput - 1 / base) * 1e6
-        print(f"  {v:<10} {tput:>9,.0f} tasks/s  ratio {tput / base:.2f}x  cost {cost:+.2f} us/task")
+        c = statistics.median(cpu[v])
+        spread = f"{min(cpu[v]):.1f}-{max(cpu[v]):.1f}"
+        print(
+            f"  {v:<10} {tput:>9,.0f} tasks/s  ratio {tput / base:.2f}x  "
+            f"cpu {c:6.1f} us/task ({spread})  cost {c - base_cpu:+6.1f} us/task"
+        )
+    hooks = {v: statistics.median(hook_cost(v, n) for _ in range(rounds)) for v in variants if v != "forced"}
+    print(f"the hook calls alone, one thread, {n} calls of each, median of {rounds}")
+    for v, us in hooks.items():
+        print(f"  {v:<10} {us:6.2f} us/task")
 
 
 if __name__ == "__main__":

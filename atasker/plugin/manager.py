@@ -293,11 +293,16 @@ class PluginManager(pluggy.PluginManager):
         Empty when no plugin implements it.  Rebuild it after every
         registration change.
         """
+        caller = getattr(self.hook, hook_name)
+        every_arg = set(caller.spec.argnames) if caller.spec is not None else set()
         chained = []
-        for impl in reversed(getattr(self.hook, hook_name).get_hookimpls()):
+        for impl in reversed(caller.get_hookimpls()):
             if impl.hookwrapper or impl.wrapper:
                 continue
             function, names = impl.function, tuple(impl.argnames)
+            if set(names) == every_arg:
+                chained.append(function)  # takes every argument: called as is, by keyword
+                continue
 
             def call(_function: Callable[..., Any] = function, _names: tuple[str, ...] = names, **kwargs: Any) -> Any:
                 return _function(*[kwargs[name] for name in _names])

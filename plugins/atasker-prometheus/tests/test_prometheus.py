@@ -209,3 +209,35 @@ def pool_size_of(sup):
 
 def _labels(name):
     return {"supervisor": name, "task_type": "thread", "priority": "NORMAL"}
+
+
+def test_counts_stay_exact_with_many_submitters_and_workers(counted, scrape):
+    registry = CollectorRegistry()
+    sup = counted(registry, pool_size=8, reserve_normal=0, reserve_high=0, name="busy")
+    per_thread, threads = 500, 8
+    priorities = [TASK_LOW, TASK_NORMAL, TASK_HIGH, TASK_CRITICAL]
+    go = threading.Barrier(threads)
+    handles = []
+
+    def submit_many(k):
+        go.wait(WAIT)
+        handles.extend(sup.submit(int, priority=priorities[(k + i) % 4]) for i in range(per_thread))
+
+    submitters = [threading.Thread(target=submit_many, args=(k,)) for k in range(threads)]
+    for t in submitters:
+        t.start()
+    for t in submitters:
+        t.join(WAIT)
+    for h in handles:
+        h.result(WAIT)
+    sup.stop()
+    samples = scrape(registry)
+    total = per_thread * threads
+    busy = {"supervisor": "busy", "task_type": "thread"}
+    assert samples.value("atasker_tasks_queued_total", **busy) == total
+    assert samples.value("atasker_tasks_started_total", **busy) == total
+    assert samples.value("atasker_tasks_finished_total", outcome="completed", **busy) == total
+    assert samples.value("atasker_task_wait_seconds_count", **busy) == total
+    assert samples.value("atasker_task_run_seconds_count", **busy) == total
+    for band in ("LOW", "NORMAL", "HIGH", "CRITICAL"):
+        assert samples.value("atasker_tasks_finished_total", priority=band, **busy) == total / 4

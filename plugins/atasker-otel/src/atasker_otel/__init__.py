@@ -16,8 +16,8 @@ API's tracer records nothing and costs little.
         │     thread / coroutine tasks: the Context object itself
         │     process tasks: the W3C trace context (traceparent), pickled
         ▼     with the call and extracted in the worker process
-    hook atasker_task_started ── event "atasker.task.started", queue wait
-    hook atasker_task_finished ─ outcome, exception and status ERROR; end
+    hook atasker_task_finished ─ queue wait, run time, outcome, exception
+                                 and status ERROR; the span ends
 
 The span lives in the submitting process: it knows the wait, the outcome
 and a worker's death.  Work in a process task (spans its code starts, calls
@@ -246,29 +246,25 @@ def atasker_wrap_task_call(task: Task, call: Callable[..., Any]) -> Callable[...
 
 
 @hookimpl
-def atasker_task_started(task: Task) -> None:
-    """Mark the start on the span; the queue wait (seconds, without the delay)."""
-    span = _spans.get(task) if _spans else None
-    if span is None or task.time_started is None or task.time_queued is None:
-        return
-    wait = max(0.0, task.time_started - task.time_queued - (task.delay or 0.0))
-    span.set_attribute("atasker.task.queue_wait", wait)
-    span.add_event("atasker.task.started", timestamp=int(task.time_started * 1e9))
-
-
-@hookimpl
 def atasker_task_finished(task: Task) -> None:
     """Record the outcome (and the exception: status ERROR) and end the span."""
     span = _spans.pop(task, None) if _spans else None
     if span is None:
         return
-    span.set_attribute("atasker.task.outcome", task.outcome or "")
-    if task.time_started is not None and task.time_finished is not None:
-        span.set_attribute("atasker.task.run_time", task.time_finished - task.time_started)
+    # Set here, all at once: one call into the span (it takes a lock) rather
+    # than one per attribute, and no hook at the start.
+    attributes: dict[str, Any] = {"atasker.task.outcome": task.outcome or ""}
+    started, queued, finished = task.time_started, task.time_queued, task.time_finished
+    if started is not None:
+        if queued is not None:
+            attributes["atasker.task.queue_wait"] = max(0.0, started - queued - (task.delay or 0.0))
+        if finished is not None:
+            attributes["atasker.task.run_time"] = finished - started
     error = task.error
+    if isinstance(error, WorkerDiedError):
+        attributes["atasker.task.worker_died"] = True
+    span.set_attributes(attributes)
     if error is not None:
-        if isinstance(error, WorkerDiedError):
-            span.set_attribute("atasker.task.worker_died", True)
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
     end = task.time_finished
