@@ -74,7 +74,8 @@ class LoggingObserver:
         self.log = logging.getLogger("bench.observer")
         self.log.propagate = False
         self.log.setLevel(logging.INFO)
-        self.log.addHandler(logging.StreamHandler(io.StringIO()))
+        # One handler, not one more per round (the logger is global).
+        self.log.handlers = [logging.StreamHandler(io.StringIO())]
 
     @hookimpl
     def atasker_task_queued(self, task):
@@ -186,6 +187,24 @@ def hook_cost(variant: str, n: int) -> float:
     return elapsed / n * 1e6
 
 
+def sdk_span_cost(n: int) -> float:
+    """Microseconds per span the SDK itself takes for what otel-sdk records: a
+    span with the plugin's attributes, set at start and at the end, ended."""
+    _, options = PLUGIN_VARIANTS["otel-sdk"]
+    tracer = options["otel_tracer_provider"].get_tracer("bench")
+    start = {"atasker.task.id": 1, "atasker.task.type": "thread", "atasker.task.priority": 100}
+    start |= {"atasker.task.priority_band": "NORMAL", "atasker.supervisor": "supervisor"}
+    end = {"atasker.task.outcome": "completed", "atasker.task.queue_wait": 1e-5, "atasker.task.run_time": 1e-5}
+    t0 = time.perf_counter()
+    for _ in range(n):
+        span = tracer.start_span("noop", attributes=start)
+        span.set_attributes(end)
+        span.end()
+    elapsed = time.perf_counter() - t0
+    EXPORTED["otel"].clear()
+    return elapsed / n * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -212,10 +231,19 @@ def main() -> None:
             f"  {v:<10} {tput:>9,.0f} tasks/s  ratio {tput / base:.2f}x  "
             f"cpu {c:6.1f} us/task ({spread})  cost {c - base_cpu:+6.1f} us/task"
         )
-    hooks = {v: statistics.median(hook_cost(v, n) for _ in range(rounds)) for v in variants if v != "forced"}
+    alone: dict[str, list[float]] = {v: [] for v in variants if v != "forced"}
+    if "otel-sdk" in PLUGIN_VARIANTS:
+        alone["sdk span"] = []  # the peer: what the SDK itself costs for one such span, without atasker
+    for _ in range(rounds):  # interleaved, as above
+        for v, costs in alone.items():
+            costs.append(sdk_span_cost(n) if v == "sdk span" else hook_cost(v, n))
+    hooks = {v: statistics.median(costs) for v, costs in alone.items()}
     print(f"the hook calls alone, one thread, {n} calls of each, median of {rounds}")
     for v, us in hooks.items():
         print(f"  {v:<10} {us:6.2f} us/task")
+    if "sdk span" in hooks:
+        plugin = hooks["otel-sdk"] - hooks["sdk span"]
+        print(f"  otel-sdk is the SDK's span ({hooks['sdk span']:.2f} us) plus {plugin:+.2f} us of the plugin")
 
 
 if __name__ == "__main__":

@@ -237,12 +237,12 @@ def atasker_wrap_task_call(task: Task, call: Callable[..., Any]) -> Callable[...
     tt = task.tt
     if tt not in tracing.task_types:
         return None
-    awaits = tt == "coroutine" or inspect.iscoroutinefunction(call)
     if tt in _IN_PROCESS:
-        return InContext(context, call, awaits)
+        return InContext(context, call, awaits=tt == "coroutine")
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=context)
-    return WithTraceContext(carrier, call, awaits)
+    # A process task's worker runs an async def function's coroutine itself.
+    return WithTraceContext(carrier, call, awaits=inspect.iscoroutinefunction(call))
 
 
 @hookimpl
