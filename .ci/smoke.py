@@ -3,8 +3,11 @@ from a temporary directory, so that nothing comes from the repo).
 
 Checks: atasker is 1.x and imported from site-packages; a thread, a process
 and a coroutine task; a task of the subprocess plugin; a supervisor with the
-fairshare queue policy; ``python -m atasker plugins`` lists the installed
-plugins (subprocess, fairshare, dask) and not the test plugin.
+fairshare queue policy; the otel plugin carries a trace context into a
+process task (the OpenTelemetry API alone, as installed); the prometheus
+plugin's metrics scraped over HTTP; ``python -m atasker plugins`` lists the
+installed plugins (subprocess, fairshare, dask, otel, prometheus) and not
+the test plugin.
 """
 
 from __future__ import annotations
@@ -28,6 +31,64 @@ def pid_and_square(x: int) -> tuple[int, int]:
 
 async def add(a: int, b: int) -> int:
     return a + b
+
+
+def current_trace_id() -> int:
+    from opentelemetry import trace
+
+    return trace.get_current_span().get_span_context().trace_id
+
+
+def check_otel() -> None:
+    """The API alone (no SDK): a trace the submitter joined reaches a worker process."""
+    from opentelemetry import context, trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from atasker import TT_MP, TaskSupervisor
+
+    sup = TaskSupervisor(name="smoke-otel")
+    sup.start()
+    try:
+        check(sup.plugin_manager.has_plugin("otel"), "otel plugin loaded by its entry point")
+        remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        token = context.attach(trace.set_span_in_context(NonRecordingSpan(remote)))
+        try:
+            task = sup.submit(current_trace_id, tt=TT_MP)
+        finally:
+            context.detach(token)
+        check(task.result(timeout=TIMEOUT) == 0xABC, "otel: the W3C trace context reaches a process task")
+    finally:
+        sup.stop()
+
+
+def check_prometheus() -> None:
+    """Metrics of a known workload, scraped from /metrics over HTTP."""
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from atasker import TaskSupervisor
+
+    registry = CollectorRegistry()
+    sup = TaskSupervisor(name="smoke-prometheus")
+    sup.start(prometheus_registry=registry)
+    try:
+        for t in [sup.submit(square, (i,)) for i in range(5)]:
+            t.result(timeout=TIMEOUT)
+    finally:
+        sup.stop()
+    server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=TIMEOUT) as reply:
+            text = reply.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = [line for line in text.splitlines() if line.startswith("atasker_tasks_finished_total{")]
+    check(
+        len(lines) == 1 and 'supervisor="smoke-prometheus"' in lines[0] and lines[0].endswith(" 5.0"),
+        f"prometheus: 5 finished tasks scraped from /metrics {lines}",
+    )
 
 
 def check(condition: bool, what: str) -> None:
@@ -64,6 +125,9 @@ def main() -> None:
     finally:
         sup.stop()
 
+    check_otel()
+    check_prometheus()
+
     out = subprocess.run(
         [sys.executable, "-m", "atasker", "plugins", "--json"], capture_output=True, text=True, timeout=120
     )
@@ -73,7 +137,7 @@ def main() -> None:
     broken = [p["name"] for p in info["plugins"] if p["error"]]
     print(f"smoke:     plugins from distributions: {dists}")
     check(not broken, f"no broken plugins {broken}")
-    for dist in ("atasker-subprocess", "atasker-fairshare", "atasker-dask"):
+    for dist in ("atasker-subprocess", "atasker-fairshare", "atasker-dask", "atasker-otel", "atasker-prometheus"):
         check(dists.get(dist, "").startswith("1."), f"{dist} 1.x is loaded")
     check({"subprocess", "dask"} <= set(info["task_types"]), "task types subprocess and dask are registered")
     check("fairshare" in info["queue_policies"], "queue policy fairshare is registered")

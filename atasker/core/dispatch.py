@@ -3,6 +3,7 @@ to a resolved handle and the next start.
 
 ::
 
+    submit(): hook wrap_task_call (task.func) ─▶ executor.validate ─▶ accept
     accept(task) ─▶ store.task_queued ─▶ hook task_queued
         │ delay? ─▶ delayed set + timer ──(due)──┐
         ▼                                        ▼
@@ -172,6 +173,9 @@ class Dispatcher:
         self.on_waiting: Callable[[Task], object] | None = None
         self.on_started: Callable[[Task], object] | None = None
         self.on_finished: Callable[[Task], object] | None = None
+        #: The ``atasker_wrap_task_call`` implementations, see PluginManager.chain
+        #: (empty: the task runs its function as submitted).
+        self.call_wrappers: tuple[Callable[..., Any], ...] = ()
 
     def forget_after_fork(self) -> None:
         """In a forked child: the parent's threads, workers and records are not ours.
@@ -195,6 +199,21 @@ class Dispatcher:
         self._ended = itertools.count()
 
     # ------------------------------------------------------------- submission
+
+    def wrap_call(self, task: Task) -> None:
+        """Let each ``atasker_wrap_task_call`` wrap ``task.func`` in turn (submitting thread)."""
+        call = task.func
+        for wrap in self.call_wrappers:
+            try:
+                wrapped = wrap(task=task, call=call)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a plugin's error must not reject the user's task
+                self.internal_error(exc, "hook atasker_wrap_task_call")
+                continue
+            if wrapped is not None:
+                call = wrapped
+        task.func = call
 
     def accept(self, slot: Slot, task: Task) -> None:
         """Count *task* in, record it and queue it (or its delay)."""

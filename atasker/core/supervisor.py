@@ -170,6 +170,7 @@ class TaskSupervisor:
         dispatch.on_waiting = pm.observer("atasker_task_waiting")
         dispatch.on_started = pm.observer("atasker_task_started")
         dispatch.on_finished = pm.observer("atasker_task_finished")
+        dispatch.call_wrappers = pm.chain("atasker_wrap_task_call")
 
     def registry(self, kind: str) -> Registry[Any]:
         """The registry of ``"task type"``, ``"queue policy"``, ``"status store"``
@@ -365,6 +366,8 @@ class TaskSupervisor:
         if name is None:
             name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
         task = Task(func, args, kwargs if kwargs is not None else {}, spec, name, self)
+        if dispatch.call_wrappers:
+            dispatch.wrap_call(task)
         slot.executor.validate(task)
         task.time_queued = time.time()
         dispatch.accept(slot, task)

@@ -231,6 +231,60 @@ def atasker_task_queued(task: Task) -> None:
 
 
 @hookspec
+def atasker_wrap_task_call(task: Task, call: Callable[..., Any]) -> Callable[..., Any] | None:
+    """Wrap the callable a task runs: capture data at submit, run code around the call.
+
+    Called once per task in the submitting thread, when ``submit()`` has
+    made the handle and before the executor validates it (a process task
+    pickles its callable then) and before :func:`atasker_task_queued`.
+    What is current in the submitting thread (a ``contextvars`` value, a
+    tracing span) is current here.  Default: the task runs ``task.func``
+    as submitted.  Nothing is called when no plugin implements this hook.
+
+    The callable returned replaces ``task.func`` and is called with the
+    task's arguments wherever its executor calls it: a pool thread, an
+    event loop (a coroutine task: return an awaitable, and await the one
+    *call* returns inside it to run code around the await), a worker
+    process (it must pickle: a module-level class or function of an
+    importable module, with picklable data) or a remote worker (where
+    your module must be importable).  Return ``None`` to leave the task
+    as it is (for task types you do not know, for instance).  Keep *call*
+    reachable as ``__wrapped__`` (:func:`functools.wraps`): executors
+    inspect the signature (process tasks pass ``_task_id`` to a function
+    that takes it).
+
+    Several plugins chain, in pluggy's call order: each gets the callable
+    the previous one returned.  Only plain implementations take part (not
+    ``wrapper=True`` or ``hookwrapper=True`` ones).  An implementation that
+    raises is reported through :func:`atasker_internalerror` and the
+    callable stays as it was.  If the submission fails after this hook
+    (the task cannot be pickled, the supervisor is stopping), the task
+    never runs and no other task hook is called for it.  Must not block.
+
+    :param task: the task handle (status 0; ``time_queued`` not set yet).
+    :param call: what the task would call: ``task.func``, or what the
+        previous plugin returned.
+    :returns: the callable to run instead, or ``None``.
+
+    Example::
+
+        @hookimpl
+        def atasker_wrap_task_call(task, call):
+            request_id = REQUEST_ID.get()  # the submitter's
+
+            @functools.wraps(call)
+            def with_request_id(*args, **kwargs):
+                token = REQUEST_ID.set(request_id)
+                try:
+                    return call(*args, **kwargs)
+                finally:
+                    REQUEST_ID.reset(token)
+
+            return with_request_id if task.tt == "thread" else None
+    """
+
+
+@hookspec
 def atasker_task_waiting(task: Task) -> None:
     """A task could not start at once: it waits in its queue for a slot.
 

@@ -298,6 +298,32 @@ class PluginManager(pluggy.PluginManager):
 
         return call
 
+    def chain(self, hook_name: str) -> tuple[Callable[..., Any], ...]:
+        """The plain implementations of *hook_name*, in pluggy's call order,
+        each callable with the hook's arguments as keywords.
+
+        For hooks whose implementations feed each other
+        (``atasker_wrap_task_call``), which one pluggy call cannot do.
+        Empty when no plugin implements it.  Rebuild it after every
+        registration change.
+        """
+        caller = getattr(self.hook, hook_name)
+        every_arg = set(caller.spec.argnames) if caller.spec is not None else set()
+        chained = []
+        for impl in reversed(caller.get_hookimpls()):
+            if impl.hookwrapper or impl.wrapper:
+                continue
+            function, names = impl.function, tuple(impl.argnames)
+            if set(names) == every_arg:
+                chained.append(function)  # takes every argument: called as is, by keyword
+                continue
+
+            def call(_function: Callable[..., Any] = function, _names: tuple[str, ...] = names, **kwargs: Any) -> Any:
+                return _function(*[kwargs[name] for name in _names])
+
+            chained.append(call)
+        return tuple(chained)
+
     def has_impls(self, hook_name: str) -> bool:
         """Whether any registered plugin implements *hook_name* (cheap)."""
         return bool(getattr(self.hook, hook_name).get_hookimpls())

@@ -37,6 +37,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import threading
@@ -340,7 +341,8 @@ def _pickling_error(task: Task, exc: Exception) -> TaskPicklingError:
     try:
         dumps(task.func)
     except Exception as e:
-        what, why = f"its function ({describe(task.func)})", f"{type(e).__name__}: {e}"
+        # A plugin's wrapper (atasker_wrap_task_call) keeps the user's function as __wrapped__.
+        what, why = f"its function ({describe(inspect.unwrap(task.func))})", f"{type(e).__name__}: {e}"
     else:
         for i, arg in enumerate(task.args):
             try:
