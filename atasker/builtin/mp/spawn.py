@@ -3,6 +3,7 @@ the poller the manager thread waits in."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import select
@@ -90,6 +91,10 @@ class Poller:
     def register(self, fd: int) -> None:
         self._poller.register(fd, self._mask)
 
+    def register_write(self, fd: int) -> None:
+        """Wait for *fd* to be writable (a pipe with room again)."""
+        self._poller.register(fd, select.EPOLLOUT if self._scale == 1.0 else select.POLLOUT)
+
     def unregister(self, fd: int) -> None:
         self._poller.unregister(fd)
 
@@ -106,17 +111,27 @@ class Poller:
 
 
 class Worker:
-    """One worker process, its two pipes, and the task it runs."""
+    """One worker process, its two pipes, and the tasks sent to it.
+
+    ``task`` is the task it runs (or starts next: the head of its window);
+    ``ahead`` the tasks sent behind it, not started, in the order sent (the
+    worker runs them in that order).  ``outbox`` holds bytes not yet written
+    to its task pipe: if the pipe is full, the manager thread writes them
+    when it has room, so that no thread ever blocks on a worker.
+    """
 
     __slots__ = (
+        "ahead",
         "dead",
         "eof",
         "fate",
         "generation",
+        "head_since",
         "idle_armed",
         "idle_since",
         "init_error",
         "ntasks",
+        "outbox",
         "pid",
         "proc",
         "rbuf",
@@ -126,8 +141,11 @@ class Worker:
         "rfd",
         "send_lock",
         "sentinel",
+        "skipping",
         "task",
         "wconn",
+        "wfd",
+        "writing",
     )
 
     def __init__(self, proc: Any, rconn: Any, wconn: Any, generation: int) -> None:
@@ -135,12 +153,19 @@ class Worker:
         self.pid: int = proc.pid
         self.sentinel: int = proc.sentinel
         self.rconn = rconn  # replies from the worker (the Connection owns the descriptor)
-        self.wconn = wconn  # tasks to the worker
+        self.wconn = wconn  # tasks to the worker (non-blocking)
         self.rfd: int = rconn.fileno()
+        self.wfd: int = wconn.fileno()
         self.rbuf = bytearray()  # reply bytes read past the last complete message
         self.generation = generation
         self.send_lock = threading.Lock()
+        # Messages not yet written to the task pipe, in window order.
+        self.outbox: collections.deque[Any] = collections.deque()
+        self.writing = False  # the pipe is full: the manager writes when it has room
         self.task: Task | None = None
+        self.ahead: collections.deque[tuple[Task, bytes]] = collections.deque()
+        self.skipping: set[int] = set()  # ids of tasks in ``ahead`` cancelled: skip requested
+        self.head_since = 0.0  # when ``task`` became the head (for the window's estimate)
         self.fate: str | None = None  # "cancel" / "timeout": killed on purpose
         self.ready = False
         self.dead = False
@@ -150,6 +175,10 @@ class Worker:
         self.idle_since = 0.0
         self.idle_armed = False  # an "idle" deadline is pending for it
         self.init_error: str | None = None
+
+    def load(self) -> int:
+        """Tasks sent to it and not answered."""
+        return len(self.ahead) + (self.task is not None)
 
 
 def start_worker_process(
