@@ -106,8 +106,8 @@ class AtaskerDecorator:
 
     def __init__(self, method: str, workers: int) -> None:
         self.sup = atasker.task_supervisor
-        self.sup.create_mp_pool(pool_size=workers, reserve_normal=0, reserve_high=0, start_method=method)
         self.sup.start()
+        self.sup.create_mp_pool(pool_size=workers, reserve_normal=0, reserve_high=0, start_method=method)
         self.sup.executor(TT_MP).wait_workers(workers, 60)
         self._wrapped: dict[Any, Any] = {}
 

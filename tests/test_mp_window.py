@@ -131,3 +131,17 @@ def test_a_long_task_closes_the_window(one_worker, monkeypatch, manager):
     assert long.result(WAIT) is None
     assert executor.statistics()["window"] == 1
     assert [t.result(WAIT) for t in waiting] == [0, 1, 4]
+
+
+def test_pool_window_multiplies_every_limit():
+    from atasker.core.pool import Pool
+
+    pool = Pool("mp", pool_size=2, reserve_normal=1, reserve_high=1, capacity=4)
+    assert [pool.limit(b) for b in (TASK_LOW, 100, TASK_HIGH, 0)] == [2, 3, 4, 4]
+    pool.set_window(3)
+    assert pool.window == 3
+    assert [pool.limit(b) for b in (TASK_LOW, 100, TASK_HIGH, 0)] == [6, 9, 12, 12]
+    pool.configure(pool_size=1)  # sizes change, the window stays
+    assert pool.limit(TASK_LOW) == 3
+    with pytest.raises(ValueError, match="window"):
+        pool.set_window(0)

@@ -16,17 +16,23 @@
   executor protocol the supervisor calls.  :mod:`~atasker.builtin.mp.manager`:
   worker processes and the manager thread.  :mod:`~atasker.builtin.mp.worker`:
   the loop each worker runs, the wire format, pickling.
+  :mod:`~atasker.builtin.mp.window` / :mod:`~atasker.builtin.mp.pipes`:
+  the window and placement / non-blocking pipe I/O.
 * **Crash-proof.**  Every worker has its own pipes and runs one task at a
   time: a worker that dies (``os._exit``, SIGKILL, a segfault) fails only
-  its own task, with :class:`~atasker.builtin.mp.api.ProcessDiedError` (a
-  :class:`~atasker.WorkerDiedError`), and is replaced.
+  the task it runs, with :class:`~atasker.builtin.mp.api.ProcessDiedError`
+  (a :class:`~atasker.WorkerDiedError`), and is replaced; tasks sent ahead
+  to it go to another worker.
 * **Event-driven.**  The manager thread sleeps in ``epoll`` on the reply
-  pipes, the process sentinels and a wake-up pipe, with the next deadline as
-  timeout: a reply, a death or a timeout is handled at once; nothing polls.
-* **No queue of its own.**  The supervisor admits at most :meth:`capacity`
-  tasks (one per worker), applying priorities and reserves first, so a
-  started task always has a worker: an idle one, or a new one.  Workers
-  start on first use; those beyond ``pool_size`` exit after ``idle_timeout``.
+  pipes, the process sentinels and a wake-up pipe; deadlines are on the
+  supervisor's timer: a reply, a death or a timeout is handled at once;
+  nothing polls.
+* **A small window, no queue of its own.**  The supervisor admits at most
+  :meth:`capacity` tasks (one per worker), applying priorities and reserves
+  first, so a started task always has a worker: an idle one, or a new one.
+  While tasks are short, the window lets it admit up to ``WINDOW`` per
+  worker (see :mod:`~atasker.builtin.mp.window`).  Workers start on first
+  use; those beyond ``pool_size`` exit after ``idle_timeout``.
 * **Pickled at submission**, so an unpicklable function or argument raises
   :class:`~atasker.builtin.mp.api.TaskPicklingError` in the submitting thread, and
   the arguments are captured at that moment.  Functions and classes from
@@ -297,11 +303,14 @@ class MPExecutor(WorkerManager):
             return self._changed.wait_for(settled, timeout)
 
     def statistics(self) -> dict[str, Any]:
-        """Workers (live, idle, busy, retiring), pending tasks and counters.
+        """Workers (live, idle, busy, retiring), pending tasks, the window and counters.
 
-        Counters: ``spawned`` workers, ``died`` (tasks whose worker died,
-        including kills for a timeout or a cancel), ``timeouts``,
-        ``cancelled``.
+        ``sent_ahead``: tasks sent to a worker behind the one it runs;
+        ``window``: tasks a worker may hold now (1, or ``WINDOW`` while
+        tasks are short).  Counters: ``spawned`` workers, ``died`` (tasks
+        whose worker died, including kills for a timeout or a cancel),
+        ``timeouts``, ``cancelled``, ``resent`` (tasks sent ahead to a
+        worker that died before starting them, sent to another).
         """
         with self._lock:
             return {

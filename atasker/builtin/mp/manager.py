@@ -48,16 +48,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from atasker.builtin.mp.api import ProcessDiedError, RemoteTraceback, TaskPicklingError
+from atasker.builtin.mp.api import ProcessDiedError
 from atasker.builtin.mp.pipes import _READ, _SENTINEL, _WRITE, PipeIO
-from atasker.builtin.mp.spawn import Poller, Worker, describe_exit, grow_pipe, start_worker_process
+from atasker.builtin.mp.spawn import Poller, Worker, describe_exit, grow_pipe, outcome, start_worker_process
 from atasker.builtin.mp.window import WindowPolicy
 from atasker.builtin.mp.worker import (
-    ERROR,
     FAILED,
     INIT_FAILED,
     NO_TASK,
-    OK,
     READY,
     SKIPPED,
 )
@@ -405,39 +403,9 @@ class WorkerManager(PipeIO, WindowPolicy):
 
     def _report(self, task: Task, w: Worker, fate: str | None, msg: Any, exitcode: Any = None) -> None:
         """Resolve a task through the supervisor (never with ``_lock`` held)."""
-        done = self._supervisor.task_done
-        if fate is None and msg is not None and msg[0] == OK:
-            done(task, result=msg[1])
-        elif fate == "cancel":
-            self._count("cancelled")
-            done(task, cancelled=True)
-        elif fate == "timeout":
-            self._count("timeouts")
-            done(
-                task,
-                exception=TimeoutError(
-                    f"process task {task.id} ({task.name}) did not finish within its timeout of "
-                    f"{task.timeout} s; its worker process {w.pid} was killed"
-                ),
-            )
-        elif msg is None:
-            message = f"worker process {w.pid} running process task {task.id} ({task.name}) died: it " + describe_exit(
-                exitcode
-            )
-            if w.init_error:
-                message += f"; its initializer raised:\n{w.init_error}"
-            elif not w.ready:
-                message += " before it was ready (see its output on stderr)"
-            done(task, exception=ProcessDiedError(message, w.pid, exitcode))
-        elif msg[0] == ERROR:
-            exc = msg[1]
-            exc.__cause__ = RemoteTraceback(msg[2])
-            done(task, exception=exc)
-        else:
-            error = TaskPicklingError(f"process task {task.id} ({task.name}): {msg[1]}")
-            if msg[2]:
-                error.__cause__ = RemoteTraceback(msg[2])
-            done(task, exception=error)
+        if fate is not None:
+            self._count("cancelled" if fate == "cancel" else "timeouts")
+        self._supervisor.task_done(task, **outcome(task, w, fate, msg, exitcode))
 
     def _on_death(self, w: Worker) -> None:
         # A reply written just before it died is still in the pipe.
@@ -486,6 +454,7 @@ class WorkerManager(PipeIO, WindowPolicy):
                 else:
                     t.executor_data = data
                     self._pending.appendleft(t)
+                    self._stats["resent"] += 1
             w.skipping.clear()
             if not self._closing and w.ready and len(self._workers) < self._target:
                 self._spawn_requests += 1  # replaced after the report, in _service

@@ -12,12 +12,13 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from atasker.builtin.mp import worker as mp_worker
-from atasker.builtin.mp.worker import worker_main
+from atasker.builtin.mp.api import ProcessDiedError, RemoteTraceback, TaskPicklingError
+from atasker.builtin.mp.worker import ERROR, OK, worker_main
 
 if TYPE_CHECKING:
     from atasker.core.task import Task
 
-__all__ = ["BOOT", "PIPE_SIZE", "Poller", "Worker", "describe_exit", "grow_pipe", "start_worker_process"]
+__all__ = ["BOOT", "PIPE_SIZE", "Poller", "Worker", "describe_exit", "grow_pipe", "outcome", "start_worker_process"]
 
 #: Pipe buffer asked for (Linux ``F_SETPIPE_SZ``): sending a task of moderate
 #: size to an idle or starting worker then never blocks the sending thread.
@@ -59,6 +60,42 @@ def describe_exit(exitcode: int | None) -> str:
             name = f"signal {-exitcode}"
         return f"was killed by {name} (exit code {exitcode})"
     return f"exited with code {exitcode}"
+
+
+def outcome(task: Task, w: Worker, fate: str | None, msg: Any, exitcode: Any = None) -> dict[str, Any]:
+    """The ``task_done`` keywords for what became of a task on worker *w*.
+
+    :param fate: ``"cancel"`` / ``"timeout"`` if its worker was killed on purpose.
+    :param msg: its reply, or ``None`` if the worker died without one.
+    :param exitcode: the dead worker's exit code.
+    """
+    if fate is None and msg is not None and msg[0] == OK:
+        return {"result": msg[1]}
+    if fate == "cancel":
+        return {"cancelled": True}
+    if fate == "timeout":
+        return {
+            "exception": TimeoutError(
+                f"process task {task.id} ({task.name}) did not finish within its timeout of "
+                f"{task.timeout} s; its worker process {w.pid} was killed"
+            )
+        }
+    if msg is None:
+        message = f"worker process {w.pid} running process task {task.id} ({task.name}) died: it "
+        message += describe_exit(exitcode)
+        if w.init_error:
+            message += f"; its initializer raised:\n{w.init_error}"
+        elif not w.ready:
+            message += " before it was ready (see its output on stderr)"
+        return {"exception": ProcessDiedError(message, w.pid, exitcode)}
+    if msg[0] == ERROR:
+        exc = msg[1]
+        exc.__cause__ = RemoteTraceback(msg[2])
+        return {"exception": exc}
+    error = TaskPicklingError(f"process task {task.id} ({task.name}): {msg[1]}")
+    if msg[2]:
+        error.__cause__ = RemoteTraceback(msg[2])
+    return {"exception": error}
 
 
 def cloudpickle_fork_guard() -> Any:

@@ -127,6 +127,8 @@ class Inbox:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         os.set_blocking(fd, False)
+        self._poll = select.poll()  # not select(): descriptors may be above 1023
+        self._poll.register(fd, select.POLLIN)
         self.buf = bytearray()
         #: ``(task id, body)`` of tasks received and not started.
         self.tasks: collections.deque[tuple[int, bytes]] = collections.deque()
@@ -168,7 +170,7 @@ class Inbox:
             except BlockingIOError:
                 if not block or self.tasks or self.exit or self.skipped:
                     return True
-                select.select([fd], [], [])
+                self._poll.poll()
                 continue
             if not chunk:
                 return False
