@@ -471,14 +471,23 @@ class WorkerManager(PipeIO, WindowPolicy):
     def _service(self) -> None:
         """Give pending tasks a worker (idle, new, or one with room); start requested workers."""
         while True:
+            dropped = None
             with self._lock:
                 if not self._pending:
                     break
-                target = self._place()
-                if target is not None:
-                    self._assign(target, self._take_pending())
-                elif not self._may_spawn():
-                    break  # it waits for a worker with room
+                target = None
+                if self._killing:  # interpreter exit: no new workers, pending tasks end cancelled
+                    dropped = self._pending.popleft()
+                else:
+                    target = self._place()
+                    if target is not None:
+                        self._assign(target, self._take_pending())
+                    elif not self._may_spawn():
+                        break  # it waits for a worker with room
+            if dropped is not None:
+                self._count("cancelled")
+                self._supervisor.task_done(dropped, cancelled=True)
+                continue
             if target is not None:
                 self._flush_out(target)
                 continue
