@@ -52,13 +52,7 @@ from atasker.builtin.mp.api import ProcessDiedError
 from atasker.builtin.mp.pipes import _READ, _SENTINEL, _WRITE, PipeIO
 from atasker.builtin.mp.spawn import Poller, Worker, describe_exit, grow_pipe, outcome, start_worker_process
 from atasker.builtin.mp.window import WindowPolicy
-from atasker.builtin.mp.worker import (
-    FAILED,
-    INIT_FAILED,
-    NO_TASK,
-    READY,
-    SKIPPED,
-)
+from atasker.builtin.mp.worker import FAILED, INIT_FAILED, NO_TASK, OK, READY, SKIPPED
 from atasker.core.signals import signals_to_main_thread
 
 if TYPE_CHECKING:
@@ -358,9 +352,9 @@ class WorkerManager(PipeIO, WindowPolicy):
         skipped = False
         with self._lock:
             task = w.task
-            if task is None or task.id != key:
-                # Not the head: a task skipped on request (cancelled before it
-                # started), or a reply for no task of this worker -- dropped.
+            if task is None or task.id != key or tag == SKIPPED:
+                # A task skipped on request (cancelled before it started), or
+                # a reply for no task of this worker -- dropped.
                 task = self._unqueue(w, key) if tag == SKIPPED else None
                 if task is None:
                     logger.warning("atasker: worker process %s replied for unknown task %s; ignored", w.pid, key)
@@ -378,8 +372,9 @@ class WorkerManager(PipeIO, WindowPolicy):
                     if w.task.timeout is not None and fate is None and w.ready:
                         self._arm_timeout(w, w.task)
                     if fate is not None:
-                        # Killed for the task that just answered: the next
-                        # one, which it may have started, shares its end.
+                        # Being killed for the task that just answered: the
+                        # next one may have started, so it is reported as
+                        # the task the dead worker ran (not sent again).
                         w.fate = None
                 else:
                     w.task = None
@@ -403,6 +398,9 @@ class WorkerManager(PipeIO, WindowPolicy):
 
     def _report(self, task: Task, w: Worker, fate: str | None, msg: Any, exitcode: Any = None) -> None:
         """Resolve a task through the supervisor (never with ``_lock`` held)."""
+        if fate is None and msg is not None and msg[0] == OK:
+            self._supervisor.task_done(task, msg[1])  # the usual case, without building keywords
+            return
         if fate is not None:
             self._count("cancelled" if fate == "cancel" else "timeouts")
         self._supervisor.task_done(task, **outcome(task, w, fate, msg, exitcode))
