@@ -126,8 +126,10 @@ class Inbox:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        os.set_blocking(fd, False)
-        self._poll = select.poll()  # not select(): descriptors may be above 1023
+        os.set_blocking(fd, True)
+        # Whether more has arrived, without blocking (poll, not select:
+        # descriptors may be above 1023); an idle worker blocks in read().
+        self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
         self.buf = bytearray()
         #: ``(task id, body)`` of tasks received and not started.
@@ -161,17 +163,18 @@ class Inbox:
         Returns ``False`` at EOF (the parent is gone).
         """
         fd = self.fd
+        waited = False
         while True:
-            try:
-                want = _CHUNK
-                if len(self.buf) >= HEADER:
-                    want = max(_CHUNK, parse_header(self.buf)[0] - len(self.buf))
-                chunk = os.read(fd, want)
-            except BlockingIOError:
-                if not block or self.tasks or self.exit or self.skipped:
+            if not block or self.tasks or self.exit or self.skipped:
+                if waited:
+                    return True  # woken by a message: run it at once (what else came is read next time)
+                if not self._poll.poll(0):
                     return True
-                self._poll.poll()
-                continue
+            waited = block
+            want = _CHUNK
+            if len(self.buf) >= HEADER:
+                want = max(_CHUNK, parse_header(self.buf)[0] - len(self.buf))
+            chunk = os.read(fd, want)
             if not chunk:
                 return False
             self.buf += chunk
