@@ -1,21 +1,29 @@
-"""Process tasks: atasker against multiprocessing.Pool and ProcessPoolExecutor.
+"""Process tasks: atasker against multiprocessing.Pool, ProcessPoolExecutor,
+pebble, loky and mpire.
 
-Run: ``python bench/bench_mp.py [--quick] [--start-method forkserver]``.
+Run: ``python bench/bench_mp.py [--quick] [--rounds N] [--start-method forkserver]``.
 
-Measures, for the three in the same run and with the same start method
-(medians of several rounds, peers and atasker interleaved):
+Measures, for every pool in the same run and with the same start method
+(loky: its own ``loky`` context), medians of interleaved rounds (every
+round runs every pool once, in turn, so that machine noise hits all alike):
 
 * throughput -- 5,000 tiny tasks (``x * x``) on 2 worker processes, submit
-  all then wait for all;
+  all then wait for all: atasker through ``supervisor.submit`` and through
+  the seed's path, ``background_task(f, tt=TT_MP)(x)`` on the global
+  ``task_supervisor``; the peers through ``apply_async`` / ``submit`` /
+  ``schedule``;
 * round trip -- idle warm pool, submit one task and wait for its result
   (p50 / p99);
 * death to error -- a worker running a task is SIGKILLed: time until the
   error is on the task's handle (``multiprocessing.Pool`` never reports it:
   the task hangs; ``ProcessPoolExecutor`` reports it and breaks the pool);
-* cloudpickle -- what a lambda costs against a module-level function
-  (pickling alone, and tasks per second).
+* cloudpickle -- what a lambda costs against a module-level function.
 
-Prints each figure and the ratios atasker / peer.
+Prints each figure, its range over the rounds, and the ratios atasker /
+peer.  A peer that is not installed (``pip install -e '.[bench]'``) prints
+"not installed, skipped".  To compare two atasker trees in one session,
+run this script with ``PYTHONPATH`` pointing at the other tree: the first
+line names the atasker it imported.
 """
 
 from __future__ import annotations
@@ -34,9 +42,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Appended, not prepended: a PYTHONPATH naming another atasker tree wins.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from atasker import TT_MP, TaskSupervisor
+import atasker
+from atasker import TT_MP, TaskSupervisor, background_task
 from atasker.builtin.mp.worker import dumps
 
 
@@ -61,20 +71,16 @@ def _main_square(x: int) -> int:
     return x * x
 
 
-def median_of(rounds: int, run: Callable[[], float]) -> float:
-    return statistics.median(run() for _ in range(rounds))
-
-
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-# ------------------------------------------------------------------ the three pools
+# ------------------------------------------------------------------ the pools
 
 
 class Atasker:
-    name = "atasker"
+    name = "atasker submit"
 
     def __init__(self, method: str, workers: int) -> None:
         self.sup = TaskSupervisor(autoload=False, name="bench")
@@ -88,6 +94,28 @@ class Atasker:
 
     def worker_pids(self) -> list[int]:
         return self.executor.worker_pids()
+
+    def close(self) -> None:
+        self.sup.stop()
+
+
+class AtaskerDecorator:
+    """The seed's documented path: ``background_task(f, tt=TT_MP)(x)`` on the global supervisor."""
+
+    name = "atasker background_task"
+
+    def __init__(self, method: str, workers: int) -> None:
+        self.sup = atasker.task_supervisor
+        self.sup.start()
+        self.sup.create_mp_pool(pool_size=workers, reserve_normal=0, reserve_high=0, start_method=method)
+        self.sup.executor(TT_MP).wait_workers(workers, 60)
+        self._wrapped: dict[Any, Any] = {}
+
+    def submit(self, f: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        wrapped = self._wrapped.get(f)
+        if wrapped is None:
+            wrapped = self._wrapped[f] = background_task(f, tt=TT_MP)
+        return wrapped(*args)
 
     def close(self) -> None:
         self.sup.stop()
@@ -130,8 +158,73 @@ class PPE:
         self.ex.shutdown(wait=True, cancel_futures=True)
 
 
+class Pebble:
+    name = "pebble"
+
+    def __init__(self, method: str, workers: int) -> None:
+        import pebble
+
+        self.pool = pebble.ProcessPool(max_workers=workers, context=multiprocessing.get_context(method))
+
+    def submit(self, f: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        return self.pool.schedule(f, args=args)
+
+    def close(self) -> None:
+        self.pool.stop()
+        self.pool.join()
+
+
+class Loky:
+    name = "loky"
+
+    def __init__(self, method: str, workers: int) -> None:
+        import loky
+
+        self.ex = loky.ProcessPoolExecutor(max_workers=workers)
+
+    def submit(self, f: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        return self.ex.submit(f, *args)
+
+    def close(self) -> None:
+        self.ex.shutdown(wait=True)
+
+
+class Mpire:
+    name = "mpire"
+
+    def __init__(self, method: str, workers: int) -> None:
+        import mpire
+
+        self.pool = mpire.WorkerPool(n_jobs=workers, start_method=method)
+
+    def submit(self, f: Callable[..., Any], *args: Any) -> Any:
+        return self.pool.apply_async(f, args=args)
+
+    @staticmethod
+    def result(handle: Any, timeout: float | None = None) -> Any:
+        return handle.get(timeout)
+
+    def close(self) -> None:
+        self.pool.terminate()
+
+
+PEERS = (MPPool, PPE, Pebble, Loky, Mpire)
+ATASKER = (Atasker, AtaskerDecorator)
+BASE = "multiprocessing.Pool"
+
+
 def result(pool: Any, handle: Any, timeout: float | None = None) -> Any:
     return pool.result(handle, timeout) if hasattr(pool, "result") else handle.result(timeout)
+
+
+def make_pools(method: str, workers: int) -> list[Any]:
+    pools = []
+    for cls in (*PEERS, *ATASKER):
+        try:
+            pools.append(cls(method, workers))
+        except ImportError:
+            print(f"  {cls.name}: not installed, skipped")
+    return pools
 
 
 # ------------------------------------------------------------------ measurements
@@ -176,56 +269,69 @@ def death_to_error(pool: Any, limit: float = 2.0) -> float | None:
     return None
 
 
+def describe(values: list[float], fmt: str = "{:.0f}") -> str:
+    return f"{fmt.format(statistics.median(values))}  [{fmt.format(min(values))} .. {fmt.format(max(values))}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and samples")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, --quick 3)")
     parser.add_argument("--start-method", default="forkserver", choices=multiprocessing.get_all_start_methods())
+    parser.add_argument("--only", choices=("throughput", "all"), default="all", help="skip the fault figures")
     opts = parser.parse_args()
-    rounds = 3 if opts.quick else 7
+    rounds = opts.rounds or (3 if opts.quick else 5)
     n_tasks = 5000
-    n_rt = 200 if opts.quick else 1000
+    n_rt = 300 if opts.quick else 1000
     method = opts.start_method
     workers = 2
+    print(f"atasker from {Path(atasker.__file__).resolve().parent}")
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, start method {method}, {workers} workers")
 
-    # Throughput: pools are built once, rounds interleaved so that machine
-    # noise hits all three alike.
-    pools = [cls(method, workers) for cls in (MPPool, PPE, Atasker)]
+    pools = make_pools(method, workers)
     tput: dict[str, list[float]] = {p.name: [] for p in pools}
+    rts: dict[str, list[float]] = {p.name: [] for p in pools}
     for _ in range(rounds):
         for p in pools:
             tput[p.name].append(throughput(p, n_tasks))
-    rts = {p.name: round_trip(p, n_rt) for p in pools}
+        for p in pools:
+            # Round-trip p50 of each round; the figure is their median.
+            rts[p.name].append(pct(round_trip(p, n_rt // rounds + 1), 0.5))
     for p in pools:
         p.close()
 
-    base, ppe, ours = (
-        statistics.median(tput[name]) for name in ("multiprocessing.Pool", "ProcessPoolExecutor", "atasker")
-    )
-    print(f"\nthroughput, {n_tasks} x*x tasks, median of {rounds} (tasks/s):")
-    for name in tput:
-        value = statistics.median(tput[name])
-        print(f"  {name:22s} {value:9.0f}   (rounds: {', '.join(f'{v:.0f}' for v in tput[name])})")
-    print(f"  atasker / multiprocessing.Pool = {ours / base:.2f}x;  atasker / ProcessPoolExecutor = {ours / ppe:.2f}x")
+    med = {name: statistics.median(v) for name, v in tput.items()}
+    print(f"\nthroughput, {n_tasks} x*x tasks, median [range] of {rounds} interleaved rounds (tasks/s):")
+    for name, values in tput.items():
+        ratio = f"   atasker submit / this = {med['atasker submit'] / med[name]:.2f}x" if "atasker" not in name else ""
+        print(f"  {name:24s} {describe(values):28s}{ratio}")
+    if BASE in med:
+        for name in ("atasker submit", "atasker background_task"):
+            lo = min(tput[name]) / max(tput[BASE])
+            hi = max(tput[name]) / min(tput[BASE])
+            per_round = [a / b for a, b in zip(tput[name], tput[BASE], strict=True)]
+            print(
+                f"  {name} / {BASE} = {med[name] / med[BASE]:.2f}x "
+                f"(per round: {', '.join(f'{r:.2f}' for r in per_round)}; extremes {lo:.2f}..{hi:.2f})"
+            )
 
-    print(f"\nround trip, idle warm pool, {n_rt} samples (ms):")
-    for name, samples in rts.items():
-        print(f"  {name:22s} p50 {1e3 * pct(samples, 0.5):7.3f}   p99 {1e3 * pct(samples, 0.99):7.3f}")
-    p50 = {name: pct(s, 0.5) for name, s in rts.items()}
-    print(
-        f"  atasker p50 / multiprocessing.Pool = {p50['atasker'] / p50['multiprocessing.Pool']:.2f}x;"
-        f"  / ProcessPoolExecutor = {p50['atasker'] / p50['ProcessPoolExecutor']:.2f}x"
-    )
+    p50 = {name: statistics.median(v) for name, v in rts.items()}
+    print(f"\nround trip, idle warm pool, p50 per round, median [range] of {rounds} rounds (ms):")
+    for name, values in rts.items():
+        ratio = f"   atasker submit / this = {p50['atasker submit'] / p50[name]:.2f}x" if "atasker" not in name else ""
+        print(f"  {name:24s} {describe([1e3 * v for v in values], '{:.3f}'):28s}{ratio}")
+    if opts.only == "throughput":
+        return
 
     print("\ndeath to error: SIGKILL the worker running a task (s):")
     deaths = []
-    for _ in range(3 if opts.quick else 7):
+    for _ in range(3 if opts.quick else 5):
         pool = Atasker(method, 1)
         deaths.append(death_to_error(pool))
         pool.close()
     ok = [d for d in deaths if d is not None]
-    med, worst = statistics.median(ok) * 1e3, max(ok) * 1e3
-    print(f"  atasker                median {med:.2f} ms, max {worst:.2f} ms (pool keeps serving)")
+    med_ms, max_ms = statistics.median(ok) * 1e3, max(ok) * 1e3
+    print(f"  atasker                median {med_ms:.2f} ms, max {max_ms:.2f} ms (pool keeps serving)")
     for cls in (PPE, MPPool):
         pool = cls(method, 1)
         d = death_to_error(pool)
@@ -249,8 +355,8 @@ def main() -> None:
         dump_us, load_us = (t1 - t0) / 2 * 1e3, (t2 - t1) / 2 * 1e3
         print(f"  {label:17s} {len(data):4d} bytes, dumps {dump_us:6.1f} us, loads {load_us:6.1f} us")
     pool = Atasker(method, workers)
-    by_ref = median_of(rounds, lambda: throughput(pool, n_tasks))
-    by_value = median_of(rounds, lambda: throughput(pool, n_tasks, lambda x: x * x))
+    by_ref = statistics.median(throughput(pool, n_tasks) for _ in range(rounds))
+    by_value = statistics.median(throughput(pool, n_tasks, lambda x: x * x) for _ in range(rounds))
     pool.close()
     print(f"  tasks/s: module function {by_ref:.0f}, lambda {by_value:.0f} ({by_value / by_ref:.2f}x)")
 

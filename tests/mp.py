@@ -175,3 +175,27 @@ def make_multiplier(n: int) -> Any:
         return x * n
 
     return multiply
+
+
+def fork_and_return(value: Any) -> Any:
+    """Fork; the child returns ``"from the forked child"`` into the worker loop, the task *value*."""
+    if os.fork() == 0:
+        return "from the forked child"
+    return value
+
+
+def sleep_if_exists(path: str, seconds: float = 5.0) -> None:
+    """An initializer that is slow only once *path* exists (a worker still starting)."""
+    if os.path.exists(path):
+        time.sleep(seconds)  # sleep-ok: the worker's own slow start-up
+
+
+def size_of(data: bytes) -> int:
+    """``len(data)``."""
+    return len(data)
+
+
+def wait_then_exit(event: Any, code: int = 3) -> None:
+    """Block until *event* is set, then die: ``os._exit(code)``."""
+    event.wait(30)
+    os._exit(code)

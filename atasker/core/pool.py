@@ -28,7 +28,7 @@ class Pool:
     called for every task -- is a dict lookup and a comparison.
     """
 
-    __slots__ = ("_capacity", "_limits", "_sizes", "running", "running_by_priority", "tt")
+    __slots__ = ("_capacity", "_limits", "_sizes", "_window", "running", "running_by_priority", "tt")
 
     def __init__(
         self,
@@ -41,6 +41,7 @@ class Pool:
         self.tt = tt
         self._sizes = (pool_size, reserve_normal, reserve_high)
         self._capacity = capacity
+        self._window = 1
         self._limits: dict[int, float] = {}
         #: Tasks of this type running now, in all and per priority.
         self.running = 0
@@ -85,15 +86,35 @@ class Pool:
             self._capacity = capacity
         self._recompute()
 
+    @property
+    def window(self) -> int:
+        """Tasks admitted per slot (``1`` unless the executor pipelines)."""
+        return self._window
+
+    def set_window(self, window: int) -> None:
+        """Admit up to *window* tasks per slot: for an executor that sends
+        tasks ahead to its workers (a bounded pipeline per worker).
+
+        Every limit, ``capacity`` included, is multiplied by *window*.  Any
+        thread may call it; the limits are replaced in one assignment, and
+        a larger window takes effect at the next admission.
+        """
+        if type(window) is not int or window < 1:
+            raise ValueError(f"window must be an int >= 1, got {window!r}")
+        self._window = window
+        self._recompute()
+
     def _recompute(self) -> None:
         size, normal, high = self._sizes
-        cap = math.inf if self._capacity is None else self._capacity
+        win = self._window
+        cap = math.inf if self._capacity is None else self._capacity * win
         unlimited = size == 0
+        # One new dict, bound at once: may_start never sees half an update.
         self._limits = {
             TASK_CRITICAL: cap,
-            TASK_HIGH: min(cap, math.inf if unlimited else size + normal + high),
-            TASK_NORMAL: min(cap, math.inf if unlimited else size + normal),
-            TASK_LOW: min(cap, math.inf if unlimited else size),
+            TASK_HIGH: min(cap, math.inf if unlimited else (size + normal + high) * win),
+            TASK_NORMAL: min(cap, math.inf if unlimited else (size + normal) * win),
+            TASK_LOW: min(cap, math.inf if unlimited else size * win),
         }
 
     def limit(self, band: int) -> float:

@@ -74,3 +74,41 @@ def test_sigkill_workers_while_tasks_run(make_supervisor, figures):
     assert multiprocessing.active_children() == []  # no orphans
     assert zombies_of(os.getpid()) == []
     figures(tasks=n, kills=killed, failed=len(failed), completed=n - len(failed), seconds=round(elapsed, 2))
+
+
+def test_sigkill_workers_while_short_tasks_are_sent_ahead(make_supervisor, figures):
+    # Trivial tasks open the window: a killed worker holds tasks it has not
+    # started, which must run elsewhere -- only the task it ran may fail.
+    n, kills = size(3000, 20000), size(8, 30)
+    sup = make_supervisor()
+    sup.set_mp_pool(pool_size=2, reserve_normal=0, reserve_high=0)
+    executor = sup.executor("mp")
+    progress = threading.Semaphore(0)
+    tasks = []
+    for i in range(n):
+        task = sup.submit(abs, (-i,), tt="mp")
+        task.add_done_callback(lambda _t: progress.release())
+        tasks.append(task)
+    rnd = random.Random(11)
+    killed = 0
+    for _kill in range(kills):
+        for _ in range(n // (kills + 1)):
+            assert progress.acquire(timeout=WAIT)
+        pids = executor.worker_pids()
+        if pids:
+            try:
+                os.kill(rnd.choice(pids), signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    _, not_done = concurrent.futures.wait(tasks, timeout=WAIT * 6)
+    assert not not_done
+    failed = [t for t in tasks if t.exception() is not None]
+    assert all(isinstance(t.exception(), WorkerDiedError) for t in failed)
+    assert len(failed) <= killed
+    assert all(t.result() == i for i, t in enumerate(tasks) if t.exception() is None)
+    stats = executor.statistics()
+    assert executor.wait_workers(2, timeout=WAIT)
+    assert sup.stop(wait=WAIT)
+    assert multiprocessing.active_children() == []
+    figures(tasks=n, kills=killed, failed=len(failed), resent=stats.get("resent", 0), window=stats["window"])

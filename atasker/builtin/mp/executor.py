@@ -16,17 +16,23 @@
   executor protocol the supervisor calls.  :mod:`~atasker.builtin.mp.manager`:
   worker processes and the manager thread.  :mod:`~atasker.builtin.mp.worker`:
   the loop each worker runs, the wire format, pickling.
+  :mod:`~atasker.builtin.mp.window` / :mod:`~atasker.builtin.mp.pipes`:
+  the window and placement / non-blocking pipe I/O.
 * **Crash-proof.**  Every worker has its own pipes and runs one task at a
   time: a worker that dies (``os._exit``, SIGKILL, a segfault) fails only
-  its own task, with :class:`~atasker.builtin.mp.api.ProcessDiedError` (a
-  :class:`~atasker.WorkerDiedError`), and is replaced.
+  the task it runs, with :class:`~atasker.builtin.mp.api.ProcessDiedError`
+  (a :class:`~atasker.WorkerDiedError`), and is replaced; tasks sent ahead
+  to it go to another worker.
 * **Event-driven.**  The manager thread sleeps in ``epoll`` on the reply
-  pipes, the process sentinels and a wake-up pipe, with the next deadline as
-  timeout: a reply, a death or a timeout is handled at once; nothing polls.
-* **No queue of its own.**  The supervisor admits at most :meth:`capacity`
-  tasks (one per worker), applying priorities and reserves first, so a
-  started task always has a worker: an idle one, or a new one.  Workers
-  start on first use; those beyond ``pool_size`` exit after ``idle_timeout``.
+  pipes, the process sentinels and a wake-up pipe; deadlines are on the
+  supervisor's timer: a reply, a death or a timeout is handled at once;
+  nothing polls.
+* **A small window, no queue of its own.**  The supervisor admits at most
+  :meth:`capacity` tasks (one per worker), applying priorities and reserves
+  first, so a started task always has a worker: an idle one, or a new one.
+  While tasks are short, the window lets it admit up to ``WINDOW`` per
+  worker (see :mod:`~atasker.builtin.mp.window`).  Workers start on first
+  use; those beyond ``pool_size`` exit after ``idle_timeout``.
 * **Pickled at submission**, so an unpicklable function or argument raises
   :class:`~atasker.builtin.mp.api.TaskPicklingError` in the submitting thread, and
   the arguments are captured at that moment.  Functions and classes from
@@ -49,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from atasker.builtin.mp.api import TT_MP, ProcessPoolControl, TaskPicklingError
 from atasker.builtin.mp.manager import WorkerManager
 from atasker.builtin.mp.options import check_options, default_start_method, start_context
+from atasker.builtin.mp.spawn import Worker
 from atasker.builtin.mp.worker import PLAIN_TYPES, PROTOCOL, describe, dumps
 from atasker.core import lifecycle
 from atasker.core.pool import Pool
@@ -182,7 +189,7 @@ class MPExecutor(WorkerManager):
             type(func) is types.FunctionType
             and func.__module__ != "__main__"
             and not kwargs
-            and all(type(a) in PLAIN_TYPES for a in args)
+            and PLAIN_TYPES.issuperset(map(type, args))  # no generator: this runs per submit
         ):
             # The common case: a module-level function and plain arguments,
             # for which the plain C pickler writes the same bytes as dumps().
@@ -197,39 +204,51 @@ class MPExecutor(WorkerManager):
             raise _pickling_error(task, exc) from exc
 
     def start(self, task: Task) -> None:
-        """Send the task to an idle worker, or have the manager thread start one for it."""
+        """Send the task to a worker with room, or have the manager thread start one for it."""
         if self._forked:
             raise RuntimeError("this process pool belongs to the parent process (this is a forked child)")
         with self._lock:
-            if not self._idle:
+            w = self._place()
+            if w is None:
                 if self._closing and not self._thread.is_alive():
                     raise RuntimeError("the process pool is shut down")
                 self._pending.append(task)
-                w = None
             else:
-                w = self._idle.pop()
-                data = self._assign(w, task)
-                wake = task.timeout is not None and w.ready
+                self._assign(w, task)
         if w is None:
             self._wake()
-            return
-        self._send(w, data)
-        if wake:
-            self._wake()  # a new deadline
+        else:
+            self._flush_out(w)
 
     def cancel(self, task: Task) -> bool:
-        """Stop a running task: kill its worker (which is replaced); ``True`` if it will end cancelled."""
+        """Stop a started task; ``True`` if it will end cancelled.
+
+        A running task's worker is killed (and replaced); a task sent ahead
+        to a worker and not started is skipped there, and the worker lives.
+        """
+        skip = None
         with self._lock:
             if task in self._pending:
                 self._pending.remove(task)
             else:
                 w = task.executor_data
-                if not hasattr(w, "fate") or w.task is not task:
+                if not isinstance(w, Worker) or w.dead:
                     return False
-                if w.fate is None:
-                    w.fate = "cancel"
-                    self._kill(w)
-                return bool(w.fate == "cancel")
+                if w.task is task:
+                    if w.fate is None:
+                        w.fate = "cancel"
+                        self._kill(w)
+                    return bool(w.fate == "cancel")
+                if not any(t is task for t, _ in w.ahead):
+                    return False
+                if task.id in w.skipping:
+                    return True  # skip requested already
+                w.skipping.add(task.id)
+                self._queue(w, task.id, b"")  # a skip request: it ends cancelled when the worker answers
+                skip = w
+        if skip is not None:
+            self._flush_out(skip)
+            return True
         self._count("cancelled")
         self._supervisor.task_done(task, cancelled=True)
         return True
@@ -252,7 +271,7 @@ class MPExecutor(WorkerManager):
         :param wait: seconds to wait for the manager thread to see them die.
         """
         with self._lock:
-            self._closing = True
+            self._closing = self._killing = True
             for w in self._workers:
                 if w.task is not None and w.fate is None:
                     w.fate = "cancel"
@@ -285,11 +304,14 @@ class MPExecutor(WorkerManager):
             return self._changed.wait_for(settled, timeout)
 
     def statistics(self) -> dict[str, Any]:
-        """Workers (live, idle, busy, retiring), pending tasks and counters.
+        """Workers (live, idle, busy, retiring), pending tasks, the window and counters.
 
-        Counters: ``spawned`` workers, ``died`` (tasks whose worker died,
-        including kills for a timeout or a cancel), ``timeouts``,
-        ``cancelled``.
+        ``sent_ahead``: tasks sent to a worker behind the one it runs;
+        ``window``: tasks a worker may hold now (1, or ``WINDOW`` while
+        tasks are short).  Counters: ``spawned`` workers, ``died`` (tasks
+        whose worker died, including kills for a timeout or a cancel),
+        ``timeouts``, ``cancelled``, ``resent`` (tasks sent ahead to a
+        worker that died before starting them, sent to another).
         """
         with self._lock:
             return {
@@ -297,6 +319,8 @@ class MPExecutor(WorkerManager):
                 "workers": len(self._workers),
                 "idle": len(self._idle),
                 "busy": sum(1 for w in self._workers if w.task is not None),
+                "sent_ahead": sum(len(w.ahead) for w in self._workers),
+                "window": self._window,
                 "retiring": self._retiring,
                 "pending": len(self._pending),
                 "capacity": self._capacity,

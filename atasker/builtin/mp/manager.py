@@ -4,25 +4,35 @@
 
     any thread (start, cancel, resize)        manager thread
     ──────────────────────────────────        ──────────────────────────────────────
-    idle worker? send the task ──▶ pipe       poll(reply pipes, sentinels, wake pipe,
-    none: pending, wake ──────────▶ wake        timeout = next deadline)
-                                                ├ reply ─▶ unpickle ─▶ worker idle ─▶ task_done
-                                                ├ sentinel ─▶ died ─▶ task_done(error), replace
+    a worker with room? send the task ─▶ pipe  poll(reply pipes, sentinels, wake pipe,
+    none: pending, wake ──────────────▶ wake     full task pipes)
+                                                ├ reply ─▶ match its task id ─▶ next in the
+                                                │          window is the head ─▶ task_done
+                                                ├ sentinel ─▶ died ─▶ its head fails, the
+                                                │          tasks behind it go to others
+                                                ├ writable ─▶ write what a full pipe held back
                                                 ├ wake ─▶ spawn workers for pending tasks
-                                                └ deadline ─▶ kill (timeout, exit grace), retire idle
+                                                └ (timer) deadline ─▶ kill (timeout, grace)
 
 :class:`WorkerManager` owns the workers and the manager thread;
 :class:`~atasker.builtin.mp.MPExecutor` adds the executor protocol on top.
 Every worker has its own two pipes and runs one task at a time, so a worker
-that dies takes only its own task with it.  The thread sleeps in ``epoll``
-(``poll`` elsewhere), so a reply or a death is handled at once; timeouts,
-idle retirement and kill graces are deadlines on the supervisor's timer.
+that dies takes only its own task with it.
 
-Locks: ``_lock`` guards the worker sets and the pending deque; it is never
-held while the supervisor or user code runs, nor while sending.
-``Worker.send_lock`` is held while sending to a worker and while the
+**Window.**  While tasks are short, a worker is sent a few tasks at once
+(:mod:`~atasker.builtin.mp.window`); tasks sent ahead that a worker never
+started are sent to another worker when it dies, and are skipped (not run)
+when cancelled.  Writes never block (:mod:`~atasker.builtin.mp.pipes`).
+
+The thread sleeps in ``epoll`` (``poll`` elsewhere), so a reply or a death
+is handled at once; timeouts, idle retirement and kill graces are deadlines
+on the supervisor's timer.
+
+Locks: ``_lock`` guards the worker sets, windows and the pending deque; it
+is never held while the supervisor or user code runs, nor while sending.
+``Worker.send_lock`` is held while writing to a worker and while the
 manager closes its pipes, so that a descriptor is never closed (and its
-number reused) under a sender.  Order: ``send_lock`` before ``_lock``.
+number reused) under a writer.  Order: ``send_lock`` before ``_lock``.
 """
 
 from __future__ import annotations
@@ -38,15 +48,17 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from atasker.builtin.mp.api import ProcessDiedError, RemoteTraceback, TaskPicklingError
-from atasker.builtin.mp.spawn import Poller, Worker, describe_exit, grow_pipe, start_worker_process
-from atasker.builtin.mp.worker import ERROR, EXIT, FAILED, HEADER, INIT_FAILED, OK, READY, frame_end, send_msg
+from atasker.builtin.mp.api import ProcessDiedError
+from atasker.builtin.mp.pipes import _READ, _SENTINEL, _WRITE, PipeIO
+from atasker.builtin.mp.spawn import Poller, Worker, describe_exit, grow_pipe, outcome, start_worker_process
+from atasker.builtin.mp.window import WindowPolicy
+from atasker.builtin.mp.worker import FAILED, INIT_FAILED, NO_TASK, OK, READY, SKIPPED
 from atasker.core.signals import signals_to_main_thread
 
 if TYPE_CHECKING:
     from atasker.core.task import SupervisorAPI, Task
 
-__all__ = ["Worker", "WorkerManager"]
+__all__ = ["Worker", "WorkerManager", "deadline"]
 
 logger = logging.getLogger("atasker")
 
@@ -56,11 +68,22 @@ EXIT_GRACE = 3.0
 #: Seconds between a worker closing its reply pipe and it being killed, if
 #: it has not exited by itself by then.
 EOF_GRACE = 1.0
-_CHUNK = 1 << 16
-_READ, _SENTINEL = 0, 1
+#: Largest finite number of seconds a deadline is computed from; a longer
+#: one (``1e300`` is a valid timeout) waits this long, which is forever.
+_FOREVER = 10.0**9
 
 
-class WorkerManager:
+def deadline(seconds: float, since: float | None = None) -> float:
+    """The ``time.monotonic()`` deadline *seconds* from *since* (default: now).
+
+    Every deadline of the pool is computed here, from durations validated
+    where they were given (finite, > 0): a huge one is clamped so that no
+    arithmetic overflows and the wait is forever in practice.
+    """
+    return (time.monotonic() if since is None else since) + min(seconds, _FOREVER)
+
+
+class WorkerManager(PipeIO, WindowPolicy):
     """Worker processes, and the thread that watches them, for one supervisor.
 
     Subclasses set ``_ctx`` / ``_start_method`` / ``_init`` /
@@ -73,6 +96,7 @@ class WorkerManager:
     _init: bytes | None
     _max_tasks: int | None
     _idle_timeout: float
+    _pool: Any  # the supervisor's Pool of this task type (its window is set here)
     #: Most workers at once, and workers kept when idle (``pool_size``).
     _capacity: int
     _target: int
@@ -92,6 +116,7 @@ class WorkerManager:
         self._timer = supervisor.timer
         self._numbers = itertools.count(1)
         self._closing = False
+        self._killing = False  # kill_workers: tasks sent ahead end cancelled, not sent again
         self._generation = 0
         self._stats: collections.Counter[str] = collections.Counter()
         self._wake_lock = threading.Lock()
@@ -102,23 +127,21 @@ class WorkerManager:
         self._poller = Poller()
         self._poller.register(self._wake_r)
         self._fds: dict[int, tuple[int, Worker]] = {}
+        # Workers whose task pipe filled up: the manager waits for room.
+        self._blocked: list[Worker] = []
+        # Manager thread: while it handles a batch of events, messages for a
+        # worker are written once, at the end (one write for several tasks).
+        self._batch = False
+        self._dirty: set[Worker] = set()
+        self._ident = -1
+        # The window: tasks per worker now (1 or WINDOW), and short tasks in a row.
+        self._window = 1
+        self._streak = 0
+        self._park_later = False  # manager thread: _unqueue parked a worker that must retire
         self._thread = threading.Thread(target=self._run, name=f"atasker_mp_{supervisor.name}", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------ any thread
-
-    def _send(self, w: Worker, data: bytes) -> None:
-        with w.send_lock:
-            conn = w.wconn
-            if conn is None:
-                return  # already dead: the manager reports its task
-            try:
-                send_msg(conn.fileno(), data)
-            except OSError:
-                # The worker is dying; its sentinel fires and the manager
-                # reports the task it was given.
-                with self._lock:
-                    self._kill(w)
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -154,7 +177,7 @@ class WorkerManager:
 
     def _arm_timeout(self, w: Worker, task: Task) -> bool:
         assert task.timeout is not None
-        return self._push_deadline(time.monotonic() + task.timeout, "timeout", w, task)
+        return self._push_deadline(deadline(task.timeout), "timeout", w, task)
 
     def _arm_idle(self, w: Worker) -> None:
         """Check *w* for retirement once idle ``idle_timeout`` (``_lock`` held).
@@ -163,7 +186,7 @@ class WorkerManager:
         on reserve workers does not pile up deadlines.
         """
         w.idle_armed = True
-        self._push_deadline(w.idle_since + self._idle_timeout, "idle", w, None)
+        self._push_deadline(deadline(self._idle_timeout, w.idle_since), "idle", w, None)
 
     def _take_idle(self, n: int) -> list[Worker]:
         """Take up to *n* idle workers to retire (``_lock`` held), oldest first."""
@@ -180,13 +203,14 @@ class WorkerManager:
         """Ask workers to exit; kill those that have not after ``EXIT_GRACE``."""
         if not victims:
             return
-        for w in victims:
-            self._send(w, EXIT)
         with self._lock:
-            when = time.monotonic() + EXIT_GRACE
+            when = deadline(EXIT_GRACE)
             wake = False
             for w in victims:
+                self._queue(w, NO_TASK, b"")  # an exit request
                 wake = self._push_deadline(when, "kill", w, None) or wake
+        for w in victims:
+            self._flush_out(w)
         if wake:
             self._wake()
 
@@ -213,19 +237,24 @@ class WorkerManager:
             self._arm_idle(w)
         return False
 
-    def _assign(self, w: Worker, task: Task) -> bytes:
-        """Give a task to *w* (``_lock`` held); the caller sends the returned bytes."""
-        data: bytes = task.executor_data  # the pickled call, set by validate()
-        w.task = task
+    def _assign(self, w: Worker, task: Task) -> None:
+        """Give a task to *w* (``_lock`` held); the caller then calls :meth:`_flush_out`."""
+        data: bytes = task.executor_data  # the pickled call, set by validate() (or kept, see _on_death)
         task.executor_data = w
-        if task.timeout is not None and w.ready:
-            self._arm_timeout(w, task)
-        return data
+        self._queue(w, task.id, data)
+        if w.task is None:
+            w.task = task
+            w.head_since = time.monotonic()
+            if task.timeout is not None and w.ready:
+                self._arm_timeout(w, task)
+        else:
+            w.ahead.append((task, data))
 
     # ------------------------------------------------------------ manager thread
 
     def _run(self) -> None:
         signals_to_main_thread()  # Ctrl-C goes to the main thread
+        self._ident = threading.get_ident()
         # Process tasks' callbacks run here, and every outcome passes through.
         try:
             while self._loop_once():
@@ -245,7 +274,22 @@ class WorkerManager:
             if self._closing and not self._workers and not self._pending:
                 return False
         events = self._poller.poll(None)
-        dead = []
+        dead: list[Worker] = []
+        self._batch = True
+        try:
+            self._handle(events, dead)
+            for w in dead:
+                self._on_death(w)
+            if self._pending or self._spawn_requests:
+                self._service()
+        finally:
+            self._batch = False
+            dirty, self._dirty = self._dirty, set()
+            for w in dirty:
+                self._write_out(w)
+        return True
+
+    def _handle(self, events: list[tuple[int, int]], dead: list[Worker]) -> None:
         fds = self._fds
         for fd, _ in events:
             entry = fds.get(fd)
@@ -256,60 +300,29 @@ class WorkerManager:
                         with contextlib.suppress(BlockingIOError):
                             while os.read(self._wake_r, 4096):
                                 pass
+                        blocked, self._blocked = self._blocked, []
+                    for w in blocked:
+                        if w.wconn is not None and w.wfd not in fds:
+                            fds[w.wfd] = (_WRITE, w)
+                            self._poller.register_write(w.wfd)
                 continue
             kind, w = entry
             if kind == _READ:
                 self._read(w)
+            elif kind == _WRITE:
+                self._flush(w)
             else:
                 dead.append(w)
-        for w in dead:
-            self._on_death(w)
-        if self._pending or self._spawn_requests:
-            self._service()
-        return True
 
-    def _read(self, w: Worker) -> bool:
-        """A reply pipe is readable (non-blocking): handle every complete message.
+    def _on_eof(self, w: Worker) -> None:
+        """Its reply pipe closed without it dying (yet): give it EOF_GRACE to exit."""
+        w.eof = True
+        self._poller.unregister(w.rfd)
+        del self._fds[w.rfd]
+        with self._lock:
+            self._push_deadline(deadline(EOF_GRACE), "kill", w, None)
 
-        Returns ``False`` if there was nothing to read.
-        """
-        try:
-            chunk = os.read(w.rfd, _CHUNK)
-        except BlockingIOError:
-            return False
-        except OSError:
-            chunk = b""
-        if not chunk:
-            # Closed without dying (yet)?  Give it EOF_GRACE to exit.
-            w.eof = True
-            self._poller.unregister(w.rfd)
-            del self._fds[w.rfd]
-            with self._lock:
-                self._push_deadline(time.monotonic() + EOF_GRACE, "kill", w, None)
-            return True
-        buf = w.rbuf
-        if not buf and len(chunk) == frame_end(chunk):
-            self._on_reply(w, chunk[HEADER:])  # the usual case: exactly one message
-            return True
-        buf += chunk
-        while len(buf) >= HEADER:
-            end = frame_end(buf)
-            if len(buf) < end:
-                if len(chunk) == _CHUNK:  # more is waiting, read it now
-                    try:
-                        chunk = os.read(w.rfd, end - len(buf))
-                    except OSError:
-                        return True  # the rest comes with the next readiness
-                    if chunk:
-                        buf += chunk
-                        continue
-                return True
-            data = bytes(buf[HEADER:end])
-            del buf[:end]
-            self._on_reply(w, data)
-        return True
-
-    def _on_reply(self, w: Worker, data: bytes) -> None:
+    def _on_reply(self, w: Worker, key: int, data: bytes) -> None:
         try:
             msg = pickle.loads(data)
         except Exception as exc:
@@ -319,73 +332,82 @@ class WorkerManager:
                 None,
             )
         tag = msg[0]
-        if tag == READY:
-            with self._lock:
-                w.ready = True
-                self._changed.notify_all()
-                task = w.task
-                wake = task is not None and task.timeout is not None and w.fate is None and self._arm_timeout(w, task)
-            if wake:
-                self._wake()
-            return
-        if tag == INIT_FAILED:
-            w.init_error = msg[1]
+        if key == NO_TASK:
+            if tag == READY:
+                with self._lock:
+                    w.ready = True
+                    self._changed.notify_all()
+                    task = w.task
+                    if task is not None:
+                        w.head_since = time.monotonic()
+                    wake = (
+                        task is not None and task.timeout is not None and w.fate is None and self._arm_timeout(w, task)
+                    )
+                if wake:
+                    self._wake()
+            elif tag == INIT_FAILED:
+                w.init_error = msg[1]
             return
         retire = False
+        skipped = False
         with self._lock:
             task = w.task
-            if task is None:
-                return
-            w.task = None
-            w.ntasks += 1
-            fate = w.fate
-            if fate is None:
-                # Idle again *before* the supervisor hears of it, so that the
-                # task it starts next goes to this worker.
-                retire = self._park(w)
+            if task is None or task.id != key or tag == SKIPPED:
+                # A task skipped on request (cancelled before it started), or
+                # a reply for no task of this worker -- dropped.
+                task = self._unqueue(w, key) if tag == SKIPPED else None
+                if task is None:
+                    logger.warning("atasker: worker process %s replied for unknown task %s; ignored", w.pid, key)
+                    return
+                skipped = True
+            else:
+                now = time.monotonic()
+                self._learn(now - w.head_since)
+                w.ntasks += 1
+                fate = w.fate
+                if w.ahead:
+                    # The worker runs the next task in its window now.
+                    w.task, _ = w.ahead.popleft()
+                    w.head_since = now
+                    if w.task.timeout is not None and fate is None and w.ready:
+                        self._arm_timeout(w, w.task)
+                    if fate is not None:
+                        # Being killed for the task that just answered: the
+                        # next one may have started, so it is reported as
+                        # the task the dead worker ran (not sent again).
+                        w.fate = None
+                else:
+                    w.task = None
+                    if fate is None:
+                        # Idle again *before* the supervisor hears of it, so
+                        # that the task it starts next goes to this worker.
+                        retire = self._park(w)
+                if task.id in w.skipping:
+                    w.skipping.discard(task.id)
+                    fate = "cancel"  # its skip request came too late: it ran, and ends cancelled
+        if skipped:
+            if self._park_later:
+                self._park_later = False
+                self._retire([w])
+            self._count("cancelled")
+            self._supervisor.task_done(task, cancelled=True)
+            return
         if retire:
             self._retire([w])
         self._report(task, w, fate, msg)
 
     def _report(self, task: Task, w: Worker, fate: str | None, msg: Any, exitcode: Any = None) -> None:
         """Resolve a task through the supervisor (never with ``_lock`` held)."""
-        done = self._supervisor.task_done
         if fate is None and msg is not None and msg[0] == OK:
-            done(task, result=msg[1])
-        elif fate == "cancel":
-            self._count("cancelled")
-            done(task, cancelled=True)
-        elif fate == "timeout":
-            self._count("timeouts")
-            done(
-                task,
-                exception=TimeoutError(
-                    f"process task {task.id} ({task.name}) did not finish within its timeout of "
-                    f"{task.timeout} s; its worker process {w.pid} was killed"
-                ),
-            )
-        elif msg is None:
-            message = f"worker process {w.pid} running process task {task.id} ({task.name}) died: it " + describe_exit(
-                exitcode
-            )
-            if w.init_error:
-                message += f"; its initializer raised:\n{w.init_error}"
-            elif not w.ready:
-                message += " before it was ready (see its output on stderr)"
-            done(task, exception=ProcessDiedError(message, w.pid, exitcode))
-        elif msg[0] == ERROR:
-            exc = msg[1]
-            exc.__cause__ = RemoteTraceback(msg[2])
-            done(task, exception=exc)
-        else:
-            error = TaskPicklingError(f"process task {task.id} ({task.name}): {msg[1]}")
-            if msg[2]:
-                error.__cause__ = RemoteTraceback(msg[2])
-            done(task, exception=error)
+            self._supervisor.task_done(task, msg[1])  # the usual case, without building keywords
+            return
+        if fate is not None:
+            self._count("cancelled" if fate == "cancel" else "timeouts")
+        self._supervisor.task_done(task, **outcome(task, w, fate, msg, exitcode))
 
     def _on_death(self, w: Worker) -> None:
         # A reply written just before it died is still in the pipe.
-        while w.task is not None and not w.eof and self._read(w):
+        while (w.task is not None or w.ahead) and not w.eof and self._read(w):
             pass
         if not w.eof:
             self._poller.unregister(w.rfd)
@@ -395,6 +417,10 @@ class WorkerManager:
         with self._lock:
             w.dead = True
         with w.send_lock:
+            if w.wfd in self._fds:
+                del self._fds[w.wfd]
+                self._poller.unregister(w.wfd)
+            w.outbox.clear()
             w.wconn.close()
             w.rconn.close()
             w.wconn = w.rconn = None
@@ -406,6 +432,7 @@ class WorkerManager:
             exitcode = w.proc.exitcode
         with contextlib.suppress(ValueError):
             w.proc.close()
+        cancelled = []
         with self._lock:
             self._workers.discard(w)
             self._changed.notify_all()
@@ -415,8 +442,23 @@ class WorkerManager:
                 self._idle.remove(w)
             task, w.task = w.task, None
             fate = w.fate
+            # Sent ahead, never started: to another worker, first in line
+            # (they were admitted before anything pending).  Those whose
+            # cancel asked to skip them end cancelled.
+            while w.ahead:
+                t, data = w.ahead.pop()
+                if t.id in w.skipping or self._killing:
+                    cancelled.append(t)
+                else:
+                    t.executor_data = data
+                    self._pending.appendleft(t)
+                    self._stats["resent"] += 1
+            w.skipping.clear()
             if not self._closing and w.ready and len(self._workers) < self._target:
                 self._spawn_requests += 1  # replaced after the report, in _service
+        for t in cancelled:
+            self._count("cancelled")
+            self._supervisor.task_done(t, cancelled=True)
         if task is None:
             if not w.retiring and not self._closing and w.fate is None:
                 logger.warning("atasker: idle worker process %s %s; replacing it", w.pid, describe_exit(exitcode))
@@ -425,24 +467,35 @@ class WorkerManager:
         self._report(task, w, fate, None, exitcode)
 
     def _service(self) -> None:
-        """Give pending tasks a worker (idle or new); start requested workers."""
+        """Give pending tasks a worker (idle, new, or one with room); start requested workers."""
         while True:
-            data = None
+            dropped = None
             with self._lock:
                 if not self._pending:
                     break
-                if self._idle:
-                    w = self._idle.pop()
-                    data = self._assign(w, self._pending.popleft())
-            if data is not None:
-                self._send(w, data)
+                target = None
+                if self._killing:  # interpreter exit: no new workers, pending tasks end cancelled
+                    dropped = self._pending.popleft()
+                else:
+                    target = self._place()
+                    if target is not None:
+                        self._assign(target, self._take_pending())
+                    elif not self._may_spawn():
+                        break  # it waits for a worker with room
+            if dropped is not None:
+                self._count("cancelled")
+                self._supervisor.task_done(dropped, cancelled=True)
+                continue
+            if target is not None:
+                self._flush_out(target)
                 continue
             try:
                 w = self._spawn()
             except Exception as exc:
                 with self._lock:
-                    task = self._pending.popleft() if self._pending else None
-                if task is not None:
+                    failed = self._pending.popleft() if self._pending else None
+                if failed is not None:
+                    task = failed
                     error = ProcessDiedError(f"could not start a worker process: {type(exc).__name__}: {exc}")
                     self._supervisor.task_done(task, exception=error)
                 continue
@@ -460,17 +513,16 @@ class WorkerManager:
 
     def _hand_out(self, w: Worker) -> None:
         """A new worker: give it a pending task, or make it idle."""
-        data = None
         retire = False
         with self._lock:
             if self._pending:
-                data = self._assign(w, self._pending.popleft())
+                self._assign(w, self._take_pending())
             else:
                 retire = self._park(w)
-        if data is not None:
-            self._send(w, data)
-        elif retire:
+        if retire:
             self._retire([w])
+        else:
+            self._flush_out(w)
 
     def _spawn(self) -> Worker:
         ctx = self._ctx
@@ -502,6 +554,7 @@ class WorkerManager:
         # that starts a process: block it again (see signals_to_main_thread).
         signals_to_main_thread()
         os.set_blocking(reply_r.fileno(), False)
+        os.set_blocking(task_w.fileno(), False)  # see _write_out: no thread blocks on a worker
         w = Worker(proc, reply_r, task_w, generation)
         self._fds[w.rfd] = (_READ, w)
         self._fds[w.sentinel] = (_SENTINEL, w)
@@ -542,9 +595,11 @@ class WorkerManager:
         """The manager thread crashed: fail every task it owned, kill every worker."""
         with self._lock:
             self._closing = True
-            tasks = [w.task for w in self._workers if w.task is not None] + list(self._pending)
+            tasks = [t for w in self._workers for t in ([w.task] if w.task else []) + [t for t, _ in w.ahead]]
+            tasks += self._pending
             for w in self._workers:
                 w.task = None
+                w.ahead.clear()
                 self._kill(w)
             self._pending.clear()
         for task in tasks:

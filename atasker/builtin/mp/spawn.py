@@ -3,6 +3,7 @@ the poller the manager thread waits in."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import select
@@ -11,12 +12,13 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from atasker.builtin.mp import worker as mp_worker
-from atasker.builtin.mp.worker import worker_main
+from atasker.builtin.mp.api import ProcessDiedError, RemoteTraceback, TaskPicklingError
+from atasker.builtin.mp.worker import ERROR, OK, worker_main
 
 if TYPE_CHECKING:
     from atasker.core.task import Task
 
-__all__ = ["BOOT", "PIPE_SIZE", "Poller", "Worker", "describe_exit", "grow_pipe", "start_worker_process"]
+__all__ = ["BOOT", "PIPE_SIZE", "Poller", "Worker", "describe_exit", "grow_pipe", "outcome", "start_worker_process"]
 
 #: Pipe buffer asked for (Linux ``F_SETPIPE_SZ``): sending a task of moderate
 #: size to an idle or starting worker then never blocks the sending thread.
@@ -60,6 +62,42 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+def outcome(task: Task, w: Worker, fate: str | None, msg: Any, exitcode: Any = None) -> dict[str, Any]:
+    """The ``task_done`` keywords for what became of a task on worker *w*.
+
+    :param fate: ``"cancel"`` / ``"timeout"`` if its worker was killed on purpose.
+    :param msg: its reply, or ``None`` if the worker died without one.
+    :param exitcode: the dead worker's exit code.
+    """
+    if fate is None and msg is not None and msg[0] == OK:
+        return {"result": msg[1]}
+    if fate == "cancel":
+        return {"cancelled": True}
+    if fate == "timeout":
+        return {
+            "exception": TimeoutError(
+                f"process task {task.id} ({task.name}) did not finish within its timeout of "
+                f"{task.timeout} s; its worker process {w.pid} was killed"
+            )
+        }
+    if msg is None:
+        message = f"worker process {w.pid} running process task {task.id} ({task.name}) died: it "
+        message += describe_exit(exitcode)
+        if w.init_error:
+            message += f"; its initializer raised:\n{w.init_error}"
+        elif not w.ready:
+            message += " before it was ready (see its output on stderr)"
+        return {"exception": ProcessDiedError(message, w.pid, exitcode)}
+    if msg[0] == ERROR:
+        exc = msg[1]
+        exc.__cause__ = RemoteTraceback(msg[2])
+        return {"exception": exc}
+    error = TaskPicklingError(f"process task {task.id} ({task.name}): {msg[1]}")
+    if msg[2]:
+        error.__cause__ = RemoteTraceback(msg[2])
+    return {"exception": error}
+
+
 def cloudpickle_fork_guard() -> Any:
     """Hold cloudpickle's class-tracker lock across a fork.
 
@@ -90,6 +128,10 @@ class Poller:
     def register(self, fd: int) -> None:
         self._poller.register(fd, self._mask)
 
+    def register_write(self, fd: int) -> None:
+        """Wait for *fd* to be writable (a pipe with room again)."""
+        self._poller.register(fd, select.EPOLLOUT if self._scale == 1.0 else select.POLLOUT)
+
     def unregister(self, fd: int) -> None:
         self._poller.unregister(fd)
 
@@ -106,17 +148,27 @@ class Poller:
 
 
 class Worker:
-    """One worker process, its two pipes, and the task it runs."""
+    """One worker process, its two pipes, and the tasks sent to it.
+
+    ``task`` is the task it runs (or starts next: the head of its window);
+    ``ahead`` the tasks sent behind it, not started, in the order sent (the
+    worker runs them in that order).  ``outbox`` holds bytes not yet written
+    to its task pipe: if the pipe is full, the manager thread writes them
+    when it has room, so that no thread ever blocks on a worker.
+    """
 
     __slots__ = (
+        "ahead",
         "dead",
         "eof",
         "fate",
         "generation",
+        "head_since",
         "idle_armed",
         "idle_since",
         "init_error",
         "ntasks",
+        "outbox",
         "pid",
         "proc",
         "rbuf",
@@ -126,8 +178,11 @@ class Worker:
         "rfd",
         "send_lock",
         "sentinel",
+        "skipping",
         "task",
         "wconn",
+        "wfd",
+        "writing",
     )
 
     def __init__(self, proc: Any, rconn: Any, wconn: Any, generation: int) -> None:
@@ -135,12 +190,19 @@ class Worker:
         self.pid: int = proc.pid
         self.sentinel: int = proc.sentinel
         self.rconn = rconn  # replies from the worker (the Connection owns the descriptor)
-        self.wconn = wconn  # tasks to the worker
+        self.wconn = wconn  # tasks to the worker (non-blocking)
         self.rfd: int = rconn.fileno()
+        self.wfd: int = wconn.fileno()
         self.rbuf = bytearray()  # reply bytes read past the last complete message
         self.generation = generation
         self.send_lock = threading.Lock()
+        # Messages not yet written to the task pipe, in window order.
+        self.outbox: collections.deque[Any] = collections.deque()
+        self.writing = False  # the pipe is full: the manager writes when it has room
         self.task: Task | None = None
+        self.ahead: collections.deque[tuple[Task, bytes]] = collections.deque()
+        self.skipping: set[int] = set()  # ids of tasks in ``ahead`` cancelled: skip requested
+        self.head_since = 0.0  # when ``task`` became the head (for the window's estimate)
         self.fate: str | None = None  # "cancel" / "timeout": killed on purpose
         self.ready = False
         self.dead = False
@@ -150,6 +212,10 @@ class Worker:
         self.idle_since = 0.0
         self.idle_armed = False  # an "idle" deadline is pending for it
         self.init_error: str | None = None
+
+    def load(self) -> int:
+        """Tasks sent to it and not answered."""
+        return len(self.ahead) + (self.task is not None)
 
 
 def start_worker_process(

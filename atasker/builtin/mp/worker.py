@@ -1,14 +1,17 @@
 """The child side of process tasks, and the wire format both sides share.
 
-Each worker process runs :func:`worker_main`: it reads one task at a time
-from its own pipe, runs it, and writes one reply back::
+Each worker process runs :func:`worker_main`: it reads tasks from its own
+pipe -- the parent may send a few ahead (its window) -- runs them one at a
+time in the order sent, and writes one reply per task, tagged with the id of
+the task it answers::
 
-    parent (atasker.builtin.mp)                 worker process (this module)
-    ───────────────────────────                 ────────────────────────────
-                                   ◀── READY    initializer ran
-    dumps((task_id, f, args, kw)) ──▶           f(*args, **kw)
-                                   ◀── reply    OK result | ERROR exc, tb | FAILED text, tb
-    b"" (exit request) ──────────▶              return (or EOF: the parent is gone)
+    parent (atasker.builtin.mp)                  worker process (this module)
+    ───────────────────────────                  ────────────────────────────
+                                  ◀── 0: READY   initializer ran
+    id: dumps((id, f, args, kw)) ──▶             queued; run in order: f(*args, **kw)
+                                  ◀── id: reply  OK result | ERROR exc, tb | FAILED text, tb
+    id: b"" (skip request) ───────▶              dropped if not started ─▶ id: SKIPPED
+    0: b"" (exit request) ────────▶              return (or EOF: the parent is gone)
 
 Pickling (:func:`dumps`) uses the standard pickler, which stores functions and
 classes by reference, and falls back to cloudpickle -- which stores them by
@@ -23,12 +26,15 @@ worker runs stays small.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import inspect
 import io
 import os
 import pickle
+import select
 import signal
+import struct
 import sys
 import traceback
 import types
@@ -36,7 +42,20 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["HEADER", "PLAIN_TYPES", "PROTOCOL", "describe", "dumps", "frame_end", "recv_msg", "send_msg", "worker_main"]
+__all__ = [
+    "HEADER",
+    "NO_TASK",
+    "PLAIN_TYPES",
+    "PROTOCOL",
+    "Inbox",
+    "describe",
+    "dumps",
+    "frame",
+    "header",
+    "parse_header",
+    "send_msg",
+    "worker_main",
+]
 
 #: Reply tags (the first item of every reply tuple).
 OK = 0  # (OK, result)
@@ -44,62 +63,122 @@ ERROR = 1  # (ERROR, exception, traceback text)
 FAILED = 2  # (FAILED, message, traceback text or None): could not (un)pickle
 READY = 3  # (READY, pid): the worker is up and its initializer ran
 INIT_FAILED = 4  # (INIT_FAILED, traceback text): the initializer raised
+SKIPPED = 5  # (SKIPPED,): a task the parent asked to skip was dropped unrun
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
-#: Bytes of an exit request (an empty message).
-EXIT = b""
-
-#: Largest read at once; a message is framed as a 4-byte big-endian length
-#: and the pickle, so that a small message costs one read() and one write().
+#: Largest read at once.
 _CHUNK = 1 << 16
 #: Scalar types the plain ``pickle.dumps`` handles exactly like :func:`dumps`.
 PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
-#: The wire format, both ways: each message is a 4-byte big-endian length
-#: and that many bytes of pickle.  This module is the only one that writes
-#: or parses it (the manager thread uses :func:`frame_end` for its
-#: non-blocking reads).
-HEADER = 4
+#: The wire format, both ways: a header of two 8-byte big-endian numbers --
+#: the length of the body and a *key* -- then the body.  The key is the id
+#: of the task a message is about: the task to run (parent to worker), the
+#: task a reply answers (worker to parent), ``0`` for READY / INIT_FAILED.
+#: An empty body with key 0 asks the worker to exit; an empty body with a
+#: task id asks it to skip that task if it has not started it.  Eight bytes
+#: of length carry any size (a 4-byte length stopped at 4 GiB).  This module
+#: is the only one that writes or parses headers (the manager thread uses
+#: :func:`header` and :func:`parse_header` for its non-blocking I/O).
+_HEAD = struct.Struct(">QQ")
+HEADER = _HEAD.size
+#: Key of messages that are about no task.
+NO_TASK = 0
 
 
-def frame_end(buf: bytes | bytearray) -> int:
-    """Where the message that starts *buf* ends (*buf* holds its header)."""
-    return HEADER + int.from_bytes(buf[:HEADER], "big")
+def header(length: int, key: int) -> bytes:
+    """The header of a message of *length* body bytes about task *key*."""
+    return _HEAD.pack(length, key)
 
 
-def send_msg(fd: int, data: bytes) -> None:
-    """Write one framed message to a blocking pipe (retrying short writes)."""
+def parse_header(buf: bytes | bytearray) -> tuple[int, int]:
+    """``(end, key)`` of the message that starts *buf* (*buf* holds its header)."""
+    length, key = _HEAD.unpack_from(buf)
+    return HEADER + length, key
+
+
+def frame(key: int, data: bytes) -> bytes:
+    """A whole message (header and body) in one bytes object, for small bodies."""
+    return _HEAD.pack(len(data), key) + data
+
+
+def send_msg(fd: int, key: int, data: bytes) -> None:
+    """Write one message to a blocking pipe (retrying short writes)."""
     n = len(data)
     if n < _CHUNK:
-        view = memoryview(n.to_bytes(HEADER, "big") + data)
+        view = memoryview(_HEAD.pack(n, key) + data)
     else:  # do not copy a big message just to prepend its header
-        os.write(fd, n.to_bytes(HEADER, "big"))
+        os.write(fd, _HEAD.pack(n, key))
         view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
 
 
-def recv_msg(fd: int, buf: bytearray) -> bytes | None:
-    """Read one framed message; *buf* holds bytes read past the previous one.
+class Inbox:
+    """The worker's side of its task pipe: messages read ahead, in order.
 
-    Blocks until the message is complete.  Returns ``None`` at EOF.
+    The parent may send a few tasks ahead (its window); before each task
+    starts, the worker reads whatever has arrived (without blocking), so that
+    a skip request sent after a task is seen before that task starts.
     """
-    while len(buf) < HEADER:
-        chunk = os.read(fd, _CHUNK)
-        if not chunk:
-            return None
-        buf += chunk
-    end = frame_end(buf)
-    while len(buf) < end:
-        chunk = os.read(fd, max(_CHUNK, end - len(buf)))
-        if not chunk:
-            return None
-        buf += chunk
-    data = bytes(buf[HEADER:end])
-    del buf[:end]
-    return data
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, True)
+        # Whether more has arrived, without blocking (poll, not select:
+        # descriptors may be above 1023); an idle worker blocks in read().
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+        self.buf = bytearray()
+        #: ``(task id, body)`` of tasks received and not started.
+        self.tasks: collections.deque[tuple[int, bytes]] = collections.deque()
+        #: Ids the parent asked to skip that were dropped: the caller replies SKIPPED.
+        self.skipped: list[int] = []
+        self.exit = False
+
+    def _parse(self) -> None:
+        buf = self.buf
+        while len(buf) >= HEADER:
+            end, key = parse_header(buf)
+            if len(buf) < end:
+                return
+            body = bytes(buf[HEADER:end])
+            del buf[:end]
+            if body:
+                self.tasks.append((key, body))
+            elif key == NO_TASK:
+                self.exit = True
+            else:
+                for entry in self.tasks:
+                    if entry[0] == key:
+                        self.tasks.remove(entry)
+                        self.skipped.append(key)
+                        break
+
+    def fill(self, block: bool) -> bool:
+        """Read what has arrived; with *block*, wait until a task (or exit) is in.
+
+        Returns ``False`` at EOF (the parent is gone).
+        """
+        fd = self.fd
+        waited = False
+        while True:
+            if not block or self.tasks or self.exit or self.skipped:
+                if waited:
+                    return True  # woken by a message: run it at once (what else came is read next time)
+                if not self._poll.poll(0):
+                    return True
+            waited = block
+            want = _CHUNK
+            if len(self.buf) >= HEADER:
+                want = max(_CHUNK, parse_header(self.buf)[0] - len(self.buf))
+            chunk = os.read(fd, want)
+            if not chunk:
+                return False
+            self.buf += chunk
+            self._parse()
 
 
 class _ByValue(Exception):
@@ -274,6 +353,18 @@ def _die_with_parent() -> None:
             server._forkserver_alive_fd = None  # type: ignore[union-attr]  # not None: it had the fd
 
 
+def _silence(*fds: int) -> None:
+    """In a process a task forked: point the worker's pipe descriptors at /dev/null."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+    except OSError:
+        return
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.dup2(null, fd)
+    os.close(null)
+
+
 def _error_reply(exc: BaseException) -> bytes:
     """Reply for a task that raised: the exception itself if it survives pickling."""
     tb = format_exc(exc)
@@ -356,10 +447,14 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     rfd, wfd = tasks.fileno(), replies.fileno()
-    buf = bytearray()
+    # A task that forks (os.fork, a "fork" multiprocessing child) must not
+    # leave a second reader on the task pipe nor a second writer on the
+    # reply pipe: in such a child both point at /dev/null, so a child that
+    # returns into this loop reads EOF and ends without a word to the parent.
+    os.register_at_fork(after_in_child=lambda: _silence(rfd, wfd))
 
-    def send(data: bytes) -> None:
-        send_msg(wfd, data)
+    def send(key: int, data: bytes) -> None:
+        send_msg(wfd, key, data)
 
     try:
         if init is not None:
@@ -367,20 +462,29 @@ def worker_main(
                 initializer, initargs = pickle.loads(init)
                 initializer(*initargs)
             except BaseException as exc:
-                send(dumps((INIT_FAILED, format_exc(exc))))
+                send(NO_TASK, dumps((INIT_FAILED, format_exc(exc))))
                 raise SystemExit(1) from None
-        send(dumps((READY, os.getpid())))
+        send(NO_TASK, dumps((READY, os.getpid())))
+        inbox = Inbox(rfd)
+        queued = inbox.tasks
+        skipped = pickle.dumps((SKIPPED,), PROTOCOL)
         while True:
             try:
-                data = recv_msg(rfd, buf)
-            except OSError:
-                return
-            if not data:
-                return  # exit request, or EOF: the parent is gone
-            reply = _run(data)
-            del data
-            try:
-                send(reply)
+                # Before each task, read what has arrived: a skip request
+                # for a queued task must be seen before that task starts.
+                if not inbox.fill(block=not queued):
+                    return  # EOF: the parent is gone
+                for key in inbox.skipped:
+                    send(key, skipped)
+                inbox.skipped.clear()
+                if not queued:
+                    if inbox.exit:
+                        return  # exit request
+                    continue
+                key, data = queued.popleft()
+                reply = _run(data)
+                del data
+                send(key, reply)
             except OSError:
                 return  # the parent is gone
     finally:
