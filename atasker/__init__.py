@@ -39,6 +39,7 @@ from atasker.core.task import (
     TaskSpec,
     priority_band,
 )
+from atasker.core.timer import MAX_WAIT, wait_timeout
 from atasker.errors import (
     AtaskerError,
     InvalidPriorityError,
@@ -78,6 +79,7 @@ from atasker.tools.liveview import live
 task_supervisor = TaskSupervisor()
 
 __all__ = [
+    "MAX_WAIT",
     "TASK_CRITICAL",
     "TASK_HIGH",
     "TASK_LOW",
@@ -136,6 +138,7 @@ __all__ = [
     "priority_band",
     "task_supervisor",
     "wait_completed",
+    "wait_timeout",
     "ALoop",
     "AloopStoppedError",
     "UnknownAloopError",
