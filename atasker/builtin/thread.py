@@ -126,6 +126,11 @@ class ThreadExecutor(BaseExecutor):
             )
             self._threads.add(thread)
             thread.start()
+            if self._shutdown:
+                # Possibly after shutdown() counted the threads: this one
+                # needs an exit sentinel of its own (its task may go to a
+                # thread that turned idle meanwhile).
+                self._queue.put(None)
 
     def _work(self) -> None:
         get = self._queue.get

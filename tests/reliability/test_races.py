@@ -125,7 +125,8 @@ def test_a_draining_stop_refuses_tasks_that_resubmit_themselves_and_outside_prod
     for _ in range(runs):
         sup = make_supervisor(pool_size=2)
         errors: list[BaseException] = []
-        halt = threading.Event()
+        produced: list[BaseException] = []
+        halt = threading.Event()  # set only if the stop never returns (the old code)
 
         def again(sup=sup, errors=errors, halt=halt):
             if halt.is_set():
@@ -135,7 +136,7 @@ def test_a_draining_stop_refuses_tasks_that_resubmit_themselves_and_outside_prod
             except SupervisorStoppedError as exc:
                 errors.append(exc)
 
-        def producer(sup=sup, errors=errors, halt=halt):
+        def producer(sup=sup, errors=produced, halt=halt):
             while not halt.is_set():
                 try:
                     sup.submit(int)
@@ -143,17 +144,26 @@ def test_a_draining_stop_refuses_tasks_that_resubmit_themselves_and_outside_prod
                     errors.append(exc)
                     return
 
+        gate = threading.Event()
+        blocker = sup.submit(gate.wait, (WAIT,))  # keeps the drain going while the producer tries
         sup.submit(again)
-        outside = threading.Thread(target=producer)
-        outside.start()
         stopper = threading.Thread(target=sup.stop, kwargs={"wait": True})
         stopper.start()
+        while sup.is_active():
+            pass  # the stop has begun
+        outside = threading.Thread(target=producer)
+        outside.start()
+        outside.join(1)  # sleep-ok: on the new code it ends at its first submit
+        gate.set()
         stopper.join(WAIT)
-        halt.set()  # lets the old code's endless chain end, so that the test fails instead of hanging
+        if stopper.is_alive():
+            halt.set()  # lets the old code's endless chain end, so that the test fails instead of hanging
         outside.join(WAIT)
         assert not stopper.is_alive(), "stop(wait=True) never returned: new work kept coming"
-        assert len(errors) == 2 and all("is stopping" in str(e) for e in errors), errors
-        refused += len(errors)
+        assert len(errors) == 1 and len(produced) == 1, (errors, produced)
+        assert "is stopping: it finishes the tasks it has and accepts no new ones" in str(errors[0])
+        assert "is stopping" in str(produced[0]) and blocker.result(0) is True
+        refused += 2
     figures(runs=runs, refused=refused)
 
 
