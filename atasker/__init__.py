@@ -41,6 +41,7 @@ from atasker.core.task import (
     TaskSpec,
     priority_band,
 )
+from atasker.core.timer import MAX_WAIT, wait_timeout
 from atasker.errors import (
     AtaskerError,
     InvalidPriorityError,
@@ -80,6 +81,7 @@ from atasker.tools.liveview import live
 task_supervisor = TaskSupervisor()
 
 __all__ = [
+    "MAX_WAIT",
     "TASK_CRITICAL",
     "TASK_HIGH",
     "TASK_LOW",
@@ -140,6 +142,7 @@ __all__ = [
     "set_debug",
     "task_supervisor",
     "wait_completed",
+    "wait_timeout",
     "ALoop",
     "AloopStoppedError",
     "UnknownAloopError",

@@ -203,9 +203,13 @@ def test_ctrl_c_cancels_the_queue_says_what_it_waits_for_and_a_second_one_exits_
         lines: queue.Queue[str] = queue.Queue()
         reader = threading.Thread(target=lambda: [lines.put(line) for line in iter(proc.stderr.readline, "")])
         reader.start()
-        waited = []
+        waited, seen = [], []
         while not waited:
-            line = lines.get(timeout=WAIT)  # a program still draining the queue says nothing
+            try:
+                line = lines.get(timeout=WAIT)
+            except queue.Empty:  # a program still draining the queue says nothing
+                raise AssertionError(f"no word {WAIT} s after Ctrl-C; stderr so far: {seen}") from None
+            seen.append(line)
             assert line, f"the program ended after one Ctrl-C while tasks were running: {proc.wait(WAIT)}"
             if line.startswith("atasker: interrupted"):
                 waited.append(line)

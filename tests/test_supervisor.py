@@ -347,20 +347,20 @@ def test_20000_tasks_from_4_threads_nothing_lost(make_supervisor):
     assert all(sup.get_task_info(t) is None for t in tasks[:100])
 
 
-def test_tasks_may_submit_follow_up_work_while_stop_drains(make_supervisor):
+def test_a_draining_stop_refuses_follow_up_work_from_tasks(make_supervisor):
     sup = make_supervisor(pool_size=2)
     gate = threading.Event()
-    children = []
 
     def parent():
         assert gate.wait(WAIT)
-        children.append(sup.submit(pow, (2, 3)))
+        return sup.submit(pow, (2, 3))
 
-    sup.submit(parent)
+    task = sup.submit(parent)
     threading.Timer(0.05, gate.set).start()
     assert sup.stop(wait=True)
-    assert children[0].result(0) == 8
-    with pytest.raises(SupervisorStoppedError):
+    with pytest.raises(SupervisorStoppedError, match="is stopping: it finishes the tasks it has and accepts no new"):
+        task.result(0)
+    with pytest.raises(SupervisorStoppedError, match="is stopped"):
         sup.submit(int)
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from atasker.core.pool import Pool
 from atasker.core.signals import unblock_signals
 from atasker.core.task import DEFAULT_TASK_TYPE, Task
+from atasker.errors import SupervisorStoppedError
 from atasker.plugin.hookspecs import hookimpl
 from atasker.plugin.protocols import BaseExecutor, TaskType
 
@@ -82,8 +83,15 @@ class ThreadExecutor(BaseExecutor):
         """Nothing to do: extra idle threads retire by themselves."""
 
     def start(self, task: Task) -> None:
-        self._queue.put(task)
         with self._idle_lock:
+            # Checked under the lock shutdown() sets it under: a task queued
+            # here is ahead of the workers' exit sentinels, or refused.
+            if self._shutdown:
+                raise SupervisorStoppedError(
+                    f"the {self._pool.tt} pool of supervisor {self.supervisor.name!r} is shut down; "
+                    f"task {task.id} ({task.name}) was not started"
+                )
+            self._queue.put(task)
             if self._idle:
                 self._idle -= 1
                 return
@@ -108,16 +116,22 @@ class ThreadExecutor(BaseExecutor):
             return self._threads_changed.wait_for(lambda: len(self._threads) <= at_most, timeout)
 
     def _spawn(self) -> None:
+        # For a task start() queued before any shutdown: spawned even if one
+        # began since, to run it.  Started under the lock, so that shutdown()
+        # never sees (and joins) a thread that is not started yet.
         with self._lock:
-            if self._shutdown:
-                return
             thread = threading.Thread(
                 target=self._work,
                 name=f"atasker_{self._pool.tt}_{next(_thread_numbers)}",
                 daemon=True,
             )
             self._threads.add(thread)
-        thread.start()
+            thread.start()
+            if self._shutdown:
+                # Possibly after shutdown() counted the threads: this one
+                # needs an exit sentinel of its own (its task may go to a
+                # thread that turned idle meanwhile).
+                self._queue.put(None)
 
     def _work(self) -> None:
         # Started from whichever thread submitted (the timer, an aloop, the
@@ -155,7 +169,7 @@ class ThreadExecutor(BaseExecutor):
                 # timeout runs out while other threads take the items (the
                 # remaining time goes negative, which means "no timeout").
                 with self._lock:
-                    if len(self._threads) > self._keep():
+                    if self._shutdown or len(self._threads) > self._keep():
                         self._threads.discard(me)
                         self._threads_changed.notify_all()
                         return
@@ -206,9 +220,14 @@ class ThreadExecutor(BaseExecutor):
             return {"threads": len(self._threads), "overrunning": self.overrunning}
 
     def shutdown(self, wait: bool = True) -> None:
-        """Let every worker exit once idle; with *wait*, join them."""
-        with self._lock:
+        """Let every worker exit once idle; with *wait*, join them.
+
+        A later :meth:`start` raises :class:`SupervisorStoppedError` (the
+        supervisor fails that task with it).
+        """
+        with self._idle_lock:
             self._shutdown = True
+        with self._lock:
             threads = list(self._threads)
         for _ in threads:
             self._queue.put(None)

@@ -4,9 +4,9 @@ too long for a slot.
 ::
 
     atasker_task_waiting(task) ─▶ deque (queue order) ─▶ timer at
-        time_queued + timeout_warning ─▶ still queued? log WARNING,
+        joined the queue + timeout_warning ─▶ still queued? log WARNING,
         timeout_warning_func(task) ─▶ deque of the critical check ─▶ timer at
-        time_queued + timeout_critical ─▶ still queued? log CRITICAL,
+        joined the queue + timeout_critical ─▶ still queued? log CRITICAL,
         timeout_critical_func(task)
 
 The limits and functions are the supervisor's ``timeout_warning``,
@@ -23,8 +23,10 @@ import logging
 import math
 import threading
 import time
-from typing import TYPE_CHECKING
+import weakref
+from typing import TYPE_CHECKING, TypeGuard
 
+from atasker.core.lifecycle import after_fork_in_child
 from atasker.core.task import TASK_STATUS_QUEUED, Task
 from atasker.errors import SupervisorStoppedError
 from atasker.plugin.hookspecs import hookimpl
@@ -38,31 +40,39 @@ logger = logging.getLogger("atasker")
 
 
 class Watchdog:
-    """The start-time checks of one supervisor (extension ``"watchdog"``)."""
+    """The start-time checks of one supervisor (extension ``"watchdog"``).
+
+    A task's wait is measured from when it joined its queue and could not
+    start (the ``atasker_task_waiting`` hook): a delayed task's delay is
+    not waiting for a slot.
+    """
 
     def __init__(self, supervisor: TaskSupervisor) -> None:
         self.supervisor = supervisor
         self._lock = threading.Lock()
-        self._watch: collections.deque[Task] = collections.deque()
-        self._watch_critical: collections.deque[Task] = collections.deque()
+        # (task, time.monotonic() it joined its queue), in queue order.
+        self._watch: collections.deque[tuple[Task, float]] = collections.deque()
+        self._watch_critical: collections.deque[tuple[Task, float]] = collections.deque()
         self._scheduled = {False: False, True: False}
+        _forget_in_forked_child(self)
 
     def waiting(self, task: Task) -> None:
         """A task waits for a slot: check it once its warning limit is due."""
         limit = self.supervisor.timeout_warning
-        if limit is None or not math.isfinite(limit):
+        if not _finite(limit):
             return
         with self._lock:
+            now = time.monotonic()
             watch = self._watch
             # Started tasks leave from the front (queue order), so the deque
             # never holds many finished tasks.
-            while watch and watch[0].status != TASK_STATUS_QUEUED:
+            while watch and watch[0][0].status != TASK_STATUS_QUEUED:
                 watch.popleft()
-            watch.append(task)
+            watch.append((task, now))
             schedule = not self._scheduled[False]
             self._scheduled[False] = True
         if schedule:
-            self._schedule(time.monotonic() + max(0.0, limit), False)
+            self._schedule(now + max(0.0, limit), False)
 
     def _schedule(self, when: float, critical: bool) -> None:
         try:
@@ -75,37 +85,37 @@ class Watchdog:
         """Timer callback: log (and call the function for) each overdue task."""
         sup = self.supervisor
         limit = sup.timeout_critical if critical else sup.timeout_warning
+        critical_limit = sup.timeout_critical
         watch = self._watch_critical if critical else self._watch
-        now = time.time()
-        overdue: list[Task] = []
+        now = time.monotonic()
+        overdue: list[tuple[Task, float]] = []
         next_at = None
-        schedule_critical = False
+        critical_at = None
         with self._lock:
-            while watch:
-                task = watch[0]
+            while watch and _finite(limit):
+                task, joined = watch[0]
                 if task.status != TASK_STATUS_QUEUED:
                     watch.popleft()
                     continue
-                due = (task.time_queued or now) + limit
+                due = joined + limit
                 if due > now:
                     next_at = due
                     break
                 watch.popleft()
-                overdue.append(task)
+                overdue.append((task, joined))
                 if not critical:
-                    self._watch_critical.append(task)
+                    self._watch_critical.append((task, joined))
             self._scheduled[critical] = next_at is not None
-            critical_limit = sup.timeout_critical
-            if overdue and not critical and not self._scheduled[True] and math.isfinite(critical_limit):
-                schedule_critical = self._scheduled[True] = True
+            if overdue and not critical and not self._scheduled[True] and _finite(critical_limit):
+                self._scheduled[True] = True
+                critical_at = overdue[0][1] + critical_limit
         if next_at is not None:
-            self._schedule(time.monotonic() + (next_at - now), critical)
-        if schedule_critical:
-            first = overdue[0].time_queued or now
-            self._schedule(time.monotonic() + max(0.0, first + sup.timeout_critical - now), True)
+            self._schedule(next_at, critical)
+        if critical_at is not None:
+            self._schedule(critical_at, True)
         func = sup.timeout_critical_func if critical else sup.timeout_warning_func
         level = logging.CRITICAL if critical else logging.WARNING
-        for task in overdue:
+        for task, joined in overdue:
             logger.log(
                 level,
                 "task %s (%s, %s, priority %s) still waiting for a slot after %.3f s; "
@@ -114,12 +124,12 @@ class Watchdog:
                 task.name,
                 task.tt,
                 task.priority,
-                now - (task.time_queued or now),
+                now - joined,
             )
             if func is not None:
                 try:
                     func(task)
-                except Exception as exc:
+                except BaseException as exc:  # even SystemExit: the next overdue task is still reported
                     sup.report_internal_error(exc, "timeout function")
 
     def reset(self) -> None:
@@ -128,6 +138,28 @@ class Watchdog:
             self._watch.clear()
             self._watch_critical.clear()
             self._scheduled = {False: False, True: False}
+
+
+def _finite(limit: object) -> TypeGuard[float]:
+    """A limit the watchdog acts on: ``None`` and ``inf`` mean never."""
+    return isinstance(limit, (int, float)) and math.isfinite(limit)
+
+
+_watchdogs: weakref.WeakSet[Watchdog] = weakref.WeakSet()
+
+
+def _forget_in_forked_child(watchdog: Watchdog) -> None:
+    if not _watchdogs:
+        after_fork_in_child(_after_fork)  # once per process that has watchdogs
+    _watchdogs.add(watchdog)
+
+
+def _after_fork() -> None:
+    """A forked child: the parent's timer calls are gone, and another thread
+    of the parent may have held a watchdog's lock at the fork."""
+    for watchdog in list(_watchdogs):
+        watchdog._lock = threading.Lock()
+        watchdog.reset()
 
 
 @hookimpl

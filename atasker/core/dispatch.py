@@ -5,7 +5,7 @@ to a resolved handle and the next start.
 
     submit(): hook wrap_task_call (task.func) ─▶ executor.validate ─▶ accept
     accept(task) ─▶ store.task_queued ─▶ hook task_queued
-        │ delay? ─▶ delayed set + timer ──(due)──┐
+        │ delay? ─▶ delayed + timer ──(due)──────┐
         ▼                                        ▼
     enqueue(): fast path (nothing waits, room) or policy.push ─▶ hook task_waiting
         ▼
@@ -19,8 +19,19 @@ to a resolved handle and the next start.
         ▼
     resolve(): callback ─▶ handle resolved ─▶ hook task_finished ─▶ ended
 
-One lock guards pools, queues and the delayed set; it is never held while
-user code, an executor, a store or a hook runs.
+One lock guards pools, queues and the delayed tasks; it is never held while
+user code, an executor, a store or a hook runs.  Once ``stop()`` begins, no
+task is accepted; once it shuts an executor down, :meth:`Dispatcher.close`
+makes sure no task of that type is admitted any more (what still waits is
+cancelled), and a task admitted just before that which the executor refuses
+fails with the executor's error: a handle always resolves.
+
+Nothing that reports an outcome lets an exception escape -- not even
+``SystemExit`` from a callback, a done-callback or an observer hook: it is
+reported as an internal error and the reporting thread (a pool thread, the
+timer, a manager or event-loop thread) goes on serving.  Only a
+``KeyboardInterrupt`` on the main thread is raised, once the task is
+accounted for.
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ from atasker.core.task import (
 from atasker.errors import AtaskerError, SupervisorStoppedError
 
 if TYPE_CHECKING:
-    from atasker.core.timer import Timer
+    from atasker.core.timer import Timer, TimerHandle
     from atasker.plugin.protocols import Executor, QueuePolicy, StatusStore
 
 __all__ = ["Dispatcher", "Slot"]
@@ -62,7 +73,7 @@ _FINISHED = "FINISHED"  # concurrent.futures._base.FINISHED
 class Slot:
     """One task type in one supervisor: its pool, queue policy and executor."""
 
-    __slots__ = ("executor", "fast_path", "policy", "pool", "running")
+    __slots__ = ("closed", "executor", "fast_path", "policy", "pool", "running")
 
     def __init__(self, pool: Pool, policy: QueuePolicy, executor: Executor) -> None:
         self.pool = pool
@@ -72,6 +83,8 @@ class Slot:
         # With nothing waiting, such a policy admits exactly what
         # Pool.may_start allows: the dispatcher may skip push/pop.
         self.fast_path = bool(policy.fast_path)
+        #: Set (under the dispatcher's lock) before its executor shuts down.
+        self.closed = False
 
 
 class UnretrievedErrors:
@@ -151,16 +164,17 @@ class Dispatcher:
         self.lock = threading.Lock()
         self.all_done = threading.Condition(self.lock)
         self.slots: dict[str, Slot] = {}
-        #: Tasks accepted with a delay that is not over yet.
-        self.delayed: set[Task] = set()
+        #: Tasks accepted with a delay that is not over yet, and their timer
+        #: call (``None`` until scheduled), cancelled with the task so that
+        #: the timer does not keep its arguments alive until the due time.
+        self.delayed: dict[Task, TimerHandle | None] = {}
         self.store: StatusStore | None = None
         #: Failed tasks whose exception nobody retrieved yet (logged then).
         self.unretrieved = UnretrievedErrors()
         self.timer: Timer | None = None
         self.active = False
+        #: From the moment stop() begins: no task is accepted any more.
         self.stopping = False
-        # While stop(wait=...) drains, tasks may still submit follow-up work.
-        self.draining = False
         # Accepted minus ended tasks.  Ends are counted by an itertools.count
         # (next() is atomic under the GIL) so that finishing a task takes the
         # lock once, not twice: a busy pool contends on it.
@@ -188,13 +202,13 @@ class Dispatcher:
         self.all_done = threading.Condition(self.lock)
         self.store = None
         self.timer = None
-        self.active = self.stopping = self.draining = False
+        self.active = self.stopping = False
         self.reset()
 
     def reset(self) -> None:
         """Forget the counts of the previous run (``start()``, under the lock)."""
         self.slots = {}
-        self.delayed = set()
+        self.delayed = {}
         self._accepted = self._reads = 0
         self._ended = itertools.count()
 
@@ -218,13 +232,14 @@ class Dispatcher:
     def accept(self, slot: Slot, task: Task) -> None:
         """Count *task* in, record it and queue it (or its delay)."""
         with self.lock:
-            if not self.active or (self.stopping and not self.draining):
-                raise SupervisorStoppedError(
-                    f"task supervisor {self.name!r} is stopping or stopped; task {task.name!r} rejected"
+            if not self.active or self.stopping:
+                why = (
+                    "is stopping: it finishes the tasks it has and accepts no new ones" if self.active else "is stopped"
                 )
+                raise SupervisorStoppedError(f"task supervisor {self.name!r} {why}; task {task.name!r} rejected")
             self._accepted += 1
             if task.delay:
-                self.delayed.add(task)
+                self.delayed[task] = None
         store = self.store
         assert store is not None
         try:
@@ -234,7 +249,7 @@ class Dispatcher:
             # for it, and let the caller see the store's error.
             with self.lock:
                 self._accepted -= 1
-                self.delayed.discard(task)
+                self.delayed.pop(task, None)
                 if self.stopping:
                     self.all_done.notify_all()
             raise
@@ -242,17 +257,26 @@ class Dispatcher:
             self.observe(self.on_queued, task, "atasker_task_queued")
         if task.delay:
             timer = self.timer
-            assert timer is not None
-            timer.call_later(task.delay, self.delay_over, slot, task)
+            try:
+                if timer is None:
+                    raise RuntimeError("no timer")
+                handle = timer.call_later(task.delay, self.delay_over, slot, task)
+            except RuntimeError:  # stopped meanwhile: stop() cancelled (or cancels) the task
+                self.cancel(task)
+                return
+            with self.lock:
+                if task in self.delayed:
+                    self.delayed[task] = handle
+                    return
+            handle.cancel()  # cancelled meanwhile
         else:
             self.enqueue(slot, task)
 
     def delay_over(self, slot: Slot, task: Task) -> None:
         """Timer callback: a delayed task joins its queue."""
         with self.lock:
-            if task not in self.delayed:
+            if self.delayed.pop(task, False) is False:
                 return  # cancelled meanwhile
-            self.delayed.discard(task)
         self.enqueue(slot, task)
 
     def enqueue(self, slot: Slot, task: Task) -> None:
@@ -261,7 +285,10 @@ class Dispatcher:
             if task.status != TASK_STATUS_QUEUED:
                 return  # cancelled
             policy = slot.policy
-            if slot.fast_path and not len(policy) and slot.pool.may_start(task.band):
+            closed = slot.closed
+            if closed:
+                started = None  # its executor shut down: cancelled below
+            elif slot.fast_path and not len(policy) and slot.pool.may_start(task.band):
                 # Nothing waits and there is room: any queue order would start
                 # this task now, so skip the push/pop round trip.
                 started = self.admit(slot, task)
@@ -270,6 +297,9 @@ class Dispatcher:
                 task.in_queue = True
                 started = self.admit(slot)
             waiting = task.status == TASK_STATUS_QUEUED
+        if closed:
+            self.cancel(task)
+            return
         if waiting and self.on_waiting is not None:
             self.observe(self.on_waiting, task, "atasker_task_waiting")
         if started:
@@ -320,7 +350,10 @@ class Dispatcher:
     def announce_started(self, task: Task) -> None:
         store = self.store
         if store is not None:
-            store.task_started(task)
+            try:
+                store.task_started(task)
+            except BaseException as exc:  # the task is admitted: it must still run and resolve
+                self.internal_error(exc, "status store task_started")
         if self.on_started is not None:
             self.observe(self.on_started, task, "atasker_task_started")
 
@@ -403,7 +436,7 @@ class Dispatcher:
         if store is not None:
             try:
                 store.task_finished(task)
-            except Exception as exc:
+            except BaseException as exc:
                 self.internal_error(exc, "status store task_finished")
         if not was_running:
             return None
@@ -436,21 +469,23 @@ class Dispatcher:
 
     def finished(self, task: Task) -> None:
         """Observers, then the count ``stop(wait=True)`` waits on."""
-        if self.on_finished is not None:
-            self.observe(self.on_finished, task, "atasker_task_finished")
-        next(self._ended)
-        if self.stopping:
-            with self.lock:
-                self.all_done.notify_all()
+        try:
+            if self.on_finished is not None:
+                self.observe(self.on_finished, task, "atasker_task_finished")
+        finally:  # even after Ctrl-C in an observer: stop() must not wait for it
+            next(self._ended)
+            if self.stopping:
+                with self.lock:
+                    self.all_done.notify_all()
 
     def observe(self, observer: Callable[[Task], object], task: Task, hook_name: str) -> None:
         """Call an observer hook; its errors are reported, never raised."""
         try:
             observer(task)
-        except KeyboardInterrupt:
-            raise  # Ctrl-C is the user's, not the plugin's error
         except BaseException as exc:  # even SystemExit: the dispatching thread must go on
             self.internal_error(exc, f"hook {hook_name}")
+            if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                raise  # Ctrl-C is the user's, not the plugin's error
 
     # --------------------------------------------------------------- cancel
 
@@ -460,7 +495,9 @@ class Dispatcher:
             status = task.status
             if status == TASK_STATUS_QUEUED:
                 task.status = TASK_STATUS_CANCELED
-                self.delayed.discard(task)
+                timer_call = self.delayed.pop(task, None)
+                if timer_call is not None:
+                    timer_call.cancel()  # drops the timer's reference to the task now
                 if task.in_queue:
                     task.in_queue = False
                     slot = self.slots.get(task.tt)
@@ -487,6 +524,19 @@ class Dispatcher:
         """Cancel every queued and delayed task."""
         for task in self.waiting_tasks(include_delayed=True):
             task.cancel()
+
+    def close(self, slot: Slot) -> None:
+        """Admit no task of *slot* any more (its executor shuts down next).
+
+        What still waits or is delayed is cancelled, and so is a task that
+        reaches :meth:`enqueue` later (a submission or a delay in flight).
+        """
+        with self.lock:
+            slot.closed = True
+            tt = slot.pool.tt
+            tasks = slot.policy.tasks() + [t for t in self.delayed if t.tt == tt]
+        for task in tasks:
+            self.cancel(task)
 
     # ------------------------------------------------------------ snapshots
 

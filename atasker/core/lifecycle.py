@@ -22,7 +22,9 @@ process's -- interpreter exit and ``fork`` -- in one place.
 
 from __future__ import annotations
 
+import _thread
 import logging
+import math
 import os
 import sys
 import threading
@@ -32,8 +34,9 @@ from collections.abc import Callable
 from typing import Any
 
 from atasker.core.dispatch import Dispatcher
+from atasker.core.signals import in_signal_handler
 from atasker.core.task import SupervisorAPI, thread_state
-from atasker.core.timer import Timer
+from atasker.core.timer import Timer, wait_timeout
 from atasker.errors import SupervisorStoppedError
 
 __all__ = [
@@ -60,6 +63,26 @@ _lock = threading.Lock()
 _registered = False
 _aborting = False
 _interrupt_stop = False  # stop_on_interrupt() is stopping
+
+
+def check_wait(wait: object) -> None:
+    """Raise unless *wait* is what ``stop(wait=...)`` accepts.
+
+    ``True`` (or ``inf``): wait without a limit; ``False``: do not wait; a
+    number of seconds >= 0 (``0``: cancel what is queued at once).
+
+    :raises TypeError: neither a bool nor a number (``None`` too: say
+        ``True`` to wait without a limit).
+    :raises ValueError: a negative number or NaN.
+    """
+    if isinstance(wait, bool):
+        return
+    if not isinstance(wait, (int, float)):
+        raise TypeError(
+            f"stop(wait=...) takes True (wait for every task), False (do not wait) or seconds >= 0, got {wait!r}"
+        )
+    if math.isnan(wait) or wait < 0:
+        raise ValueError(f"stop(wait=...) takes seconds >= 0 (or True / False), got {wait!r}")
 
 
 def watch_supervisor(supervisor: SupervisorAPI) -> None:
@@ -250,12 +273,18 @@ class Lifecycle:
         self.status_store: str | None = None
         #: The queue policy of this run, once started.
         self.policy_name = "priority"
+        #: The thread running the current stop; set once that stop is over,
+        #: with its result (what a second ``stop()`` meanwhile returns).
+        self.stopper: int | None = None
+        self.stop_done = threading.Event()
+        self.stop_result = False
 
     def forget_after_fork(self) -> None:
         """In a forked child: start afresh on first use (see :meth:`Dispatcher.forget_after_fork`)."""
         self.config_lock = threading.RLock()
         self.supervisor._config_lock = self.config_lock  # type: ignore[attr-defined]  # the façade shares it
         self.stopped = threading.Event()
+        self.stop_done = threading.Event()
         self.ever_started = False
         self.dispatch.forget_after_fork()
 
@@ -376,23 +405,77 @@ class Lifecycle:
 
     def stop(self, wait: bool | float, cancel_tasks: bool) -> bool:
         """See :meth:`TaskSupervisor.stop`."""
+        check_wait(wait)  # before any state changes: a bad value leaves it running
         if wait is not False and _handling_interrupt():
             return stop_on_interrupt([self.supervisor])
         sup, dispatch = self.supervisor, self.dispatch
+        if self.must_defer(wait):
+            # A signal handler may have interrupted this very thread inside
+            # a lock stop() takes; the timer thread would wait for itself.
+            # Neither takes a lock here: a new thread does the stop.
+            _thread.start_new_thread(self.stop_in_thread, (wait, cancel_tasks))
+            return False
         own = self.own_tasks(wait)
         if sup.is_active():
             self.call_observer("atasker_supervisor_stopping", supervisor=sup, wait=wait, cancel_tasks=cancel_tasks)
         with dispatch.lock:
-            if not dispatch.active or dispatch.stopping:
+            if not dispatch.active:
                 return dispatch.unfinished() == 0
-            dispatch.stopping = True
-            dispatch.draining = wait is not False and not cancel_tasks
+            if dispatch.stopping:
+                ongoing = True
+            else:
+                ongoing, dispatch.stopping = False, True
+                self.stopper = threading.get_ident()
+                self.stop_done.clear()
+        if ongoing:
+            return self.join_stop(wait, own)
+        try:
+            all_done = self.stop_now(wait, cancel_tasks, own)
+        finally:
+            self.stop_done.set()
+        return all_done
+
+    def must_defer(self, wait: bool | float) -> bool:
+        """Whether this ``stop()`` runs where it must neither lock nor wait."""
+        if threading.get_ident() == threading.main_thread().ident:
+            return in_signal_handler()
+        timer = self.dispatch.timer
+        return wait is not False and timer is not None and timer.on_timer_thread()
+
+    def stop_in_thread(self, wait: bool | float, cancel_tasks: bool) -> None:
+        """A new thread's start: a proper ``threading`` thread runs the stop."""
+        threading.Thread(
+            target=self.stop, args=(wait, cancel_tasks), name=f"atasker_{self.supervisor.name}_stop", daemon=True
+        ).start()
+
+    def join_stop(self, wait: bool | float, own: int) -> bool:
+        """Another thread's ``stop()`` is under way: wait as *wait* says for
+        the same drain, and return its result (or whether it is over yet)."""
+        dispatch = self.dispatch
+        if self.stopper == threading.get_ident() or wait is False or own:
+            # The stop's own thread (a hook), a stop that must not wait, or a
+            # task: the drain waits for its tasks, so it can wait only for the others.
+            with dispatch.lock:
+                if wait is not False and self.stopper != threading.get_ident():
+                    self.wait_unfinished(wait, own)
+                return dispatch.unfinished() <= own
+        deadline = None if wait is True else time.monotonic() + float(wait)
+        while not self.stop_done.wait(wait_timeout(deadline)):
+            if wait_timeout(deadline) == 0:
+                return False
+        return self.stop_result
+
+    def stop_now(self, wait: bool | float, cancel_tasks: bool, own: int) -> bool:
+        """The stop itself: drain, close and shut down every executor, hooks, timer."""
+        sup, dispatch = self.supervisor, self.dispatch
+        self.stop_result = False
         if cancel_tasks or wait is False:
             dispatch.cancel_all_queued()
         # Drained without config_lock: tasks may still call set_pool() etc.
         all_done = self.drain(wait, own)
         with self.config_lock:
             for slot in list(dispatch.slots.values()):
+                dispatch.close(slot)
                 try:
                     slot.executor.shutdown(wait=all_done)
                 except Exception as exc:
@@ -411,10 +494,22 @@ class Lifecycle:
             self.stopped.set()
         # A store is closed once it has every final record (the calling
         # task's comes after this; the at-exit fallback closes it then).
+        self.stop_result = all_done
         store = dispatch.store
         if store is not None and all_done and not own:
             store.close()
         return all_done
+
+    def wait_unfinished(self, wait: bool | float, own: int) -> bool:
+        """Wait (lock held) until no more than *own* tasks are unfinished, or *wait* ran out."""
+        dispatch = self.dispatch
+        deadline = None if wait is True else time.monotonic() + float(wait)
+        while dispatch.unfinished() > own:
+            timeout = wait_timeout(deadline)
+            if timeout == 0:
+                break
+            dispatch.all_done.wait(timeout)
+        return dispatch.unfinished() <= own
 
     def drain(self, wait: bool | float, own: int) -> bool:
         """Wait as ``stop(wait)`` says for every task but the caller's *own*.
@@ -426,15 +521,8 @@ class Lifecycle:
         if wait is False:
             with dispatch.lock:
                 return dispatch.unfinished() <= own
-        deadline = None if wait is True else time.monotonic() + float(wait)
         with dispatch.lock:
-            while dispatch.unfinished() > own:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                dispatch.all_done.wait(remaining)
-            all_done = dispatch.unfinished() <= own
-            dispatch.draining = False
+            all_done = self.wait_unfinished(wait, own)
         if not all_done:
             dispatch.cancel_all_queued()
             running = dispatch.running_tasks()

@@ -41,6 +41,7 @@ from atasker.core.task import (
     SpecCache,
     Task,
     TaskSpec,
+    validate_seconds,
 )
 from atasker.core.timer import Timer
 from atasker.errors import (
@@ -105,8 +106,8 @@ class TaskSupervisor:
         name: str = "supervisor",
     ) -> None:
         self.name = name
-        self.timeout_warning = timeout_warning
-        self.timeout_critical = timeout_critical
+        self.timeout_warning = validate_seconds(timeout_warning, "timeout_warning", zero_ok=True, never_ok=True)
+        self.timeout_critical = validate_seconds(timeout_critical, "timeout_critical", zero_ok=True, never_ok=True)
         self.timeout_warning_func = timeout_warning_func
         self.timeout_critical_func = timeout_critical_func
         self._plugins = list(plugins)
@@ -267,29 +268,32 @@ class TaskSupervisor:
         self._lifecycle.ensure_started()
 
     def stop(self, wait: bool | float = True, stop_schedulers: bool | None = None, cancel_tasks: bool = False) -> bool:
-        """Stop the supervisor; then submissions raise :class:`SupervisorStoppedError`.
+        """Stop the supervisor: from then on, submissions raise :class:`SupervisorStoppedError`.
 
-        While a ``wait`` stop drains (without ``cancel_tasks``), running tasks
-        may still submit follow-up tasks, and stop waits for those too.
+        A draining stop finishes the tasks accepted before it began and
+        accepts no new ones, from outside threads nor from tasks.
 
-        :param wait: ``True`` -- wait for every queued and running task;
-            a number -- wait at most that many seconds, then cancel what is
-            still queued and log what is still running; ``False`` -- cancel
-            queued tasks and return without waiting for running ones (their
-            handles still resolve).
+        :param wait: ``True`` (or ``inf``) -- wait for every queued and
+            running task; seconds -- wait at most that long, then cancel what
+            is still queued and log what is still running; ``False`` -- cancel
+            queued tasks, do not wait for running ones (their handles resolve).
         :param stop_schedulers: the original's; accepted with a
             ``DeprecationWarning`` (workers always stop first).
         :param cancel_tasks: cancel queued and delayed tasks first (status
             ``-1``, handles cancelled); running tasks finish.
         :returns: ``True`` if every task ended before it returned.
+        :raises TypeError, ValueError: *wait* is not a bool or seconds >= 0
+            (``None``, ``"5"``, NaN); nothing changed.
 
-        Called from one of this supervisor's own thread tasks (or its
-        callback), stop waits for every *other* task and returns ``True``
-        once they have ended; the calling task then ends as usual.  From a
-        thread that reports other tasks' outcomes (the callbacks of process
-        and ``atasker-dask`` tasks run on one) only ``wait=False`` works:
-        waiting there raises ``RuntimeError``.  Do not call it with ``wait``
-        from a coroutine task: the event loop would be blocked.
+        A stop while another is under way waits for it as *wait* says and
+        returns its result.  Called from one of this supervisor's own thread
+        tasks (or its callback), stop waits for every *other* task and
+        returns ``True`` once they have ended.  From a thread that reports
+        other tasks' outcomes (process and ``atasker-dask`` callbacks) only
+        ``wait=False`` works: waiting there raises ``RuntimeError``.  From a
+        signal handler or on the timer thread (``timeout_warning_func``) it
+        returns ``False`` at once and a new thread stops (:meth:`block`
+        waits for it).  Never wait from a coroutine task: it blocks the loop.
         """
         if stop_schedulers is not None:
             self.extension("compat", "stop(stop_schedulers=...)").stop_schedulers_given()

@@ -141,13 +141,14 @@ def priority_band(priority: int) -> int:
     return TASK_LOW
 
 
-def validate_seconds(value: object, what: str, *, zero_ok: bool) -> float | None:
+def validate_seconds(value: object, what: str, *, zero_ok: bool, never_ok: bool = False) -> float | None:
     """Return *value* if it is ``None`` or a finite number of seconds, else raise.
 
     ``bool`` is not a number here, nor are ``nan`` and ``inf`` (a deadline
     that never comes is ``None``).
 
     :param zero_ok: whether ``0`` is allowed (a delay) or not (a timeout).
+    :param never_ok: ``inf`` is allowed too, meaning never (as ``None``).
     :raises ValueError: naming *what* and the value.
     """
     if value is None:
@@ -155,12 +156,13 @@ def validate_seconds(value: object, what: str, *, zero_ok: bool) -> float | None
     if (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
-        and math.isfinite(value)
+        and (math.isfinite(value) or (never_ok and value == math.inf))
         and (value >= 0 if zero_ok else value > 0)
     ):
         return value
     bound = ">= 0" if zero_ok else "> 0"
-    raise ValueError(f"{what} must be a finite number of seconds {bound} or None, got {value!r}")
+    never = ", inf" if never_ok else ""
+    raise ValueError(f"{what} must be a finite number of seconds {bound}{never} or None, got {value!r}")
 
 
 class SupervisorAPI(Protocol):
@@ -172,8 +174,8 @@ class SupervisorAPI(Protocol):
     """
 
     name: str
-    timeout_warning: float
-    timeout_critical: float
+    timeout_warning: float | None
+    timeout_critical: float | None
     timeout_warning_func: Callable[[Task], Any] | None
     timeout_critical_func: Callable[[Task], Any] | None
 
@@ -477,6 +479,21 @@ class Task(Future[Any]):
             return self.func(*self.args, **self.kwargs)
         finally:
             state.running = outer
+
+    def _invoke_callbacks(self) -> None:
+        # Future's own catches Exception only: SystemExit from a done
+        # callback would escape set_result() and kill the thread reporting
+        # the task -- a pool thread, the timer, a manager or loop thread.
+        interrupted = None
+        for callback in self._done_callbacks:  # type: ignore[attr-defined]  # CPython's Future has it
+            try:
+                callback(self)
+            except BaseException as exc:
+                self.supervisor.report_internal_error(exc, f"done callback of task {self.id} ({self.name})")
+                if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                    interrupted = exc  # Ctrl-C is the user's: raised once every callback ran
+        if interrupted is not None:
+            raise interrupted
 
     @property
     def task(self) -> Task:

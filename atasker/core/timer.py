@@ -8,9 +8,11 @@ and any plugin's deadlines all share it.
 
 The thread sleeps on a condition until the earliest deadline; scheduling an
 earlier one wakes it, so nothing polls.  Deadlines are ``time.monotonic()``
-values.  A deadline too far away for ``Condition.wait`` (``inf``, ``1e300``)
-is waited for in steps of ``threading.TIMEOUT_MAX``: it never fires early
-and never kills the thread.  ``nan`` is refused where it is scheduled.
+values.  Every wait goes through :func:`wait_timeout`, the one helper that
+turns a deadline into a timeout any blocking call accepts: a deadline too
+far away (``1e10`` s, ``1e300``) is waited for in steps of :data:`MAX_WAIT`,
+so it never fires early and never kills the thread; ``inf`` is no deadline;
+``nan`` is refused where it is scheduled.
 
 Callbacks run one at a time on the timer thread: they must be short and
 must not block (start work elsewhere).  An exception from one is reported
@@ -29,7 +31,53 @@ from typing import Any
 
 from atasker.core.signals import signals_to_main_thread
 
-__all__ = ["Timer", "TimerHandle"]
+__all__ = ["MAX_WAIT", "Timer", "TimerHandle", "wait_timeout"]
+
+#: The longest single wait :func:`wait_timeout` returns, in seconds (a day).
+#: Below every limit of the blocking calls: ``threading.TIMEOUT_MAX``,
+#: ``select.poll`` / ``epoll`` (milliseconds in a C int, about 24.8 days),
+#: ``select.select``, asyncio's loops.
+MAX_WAIT = 86400.0
+
+
+def wait_timeout(deadline: float | None, now: float | None = None) -> float | None:
+    """The timeout for a blocking wait that must end by *deadline*, clamped and checked.
+
+    For every wait on a deadline -- the core's timer, executors' and
+    plugins' event loops -- instead of passing ``deadline - now`` to
+    ``Condition.wait``, ``Event.wait``, ``queue.get``, ``select``,
+    ``poll`` / ``epoll`` (multiply by 1000 for ``select.poll``) or
+    ``asyncio.wait_for``, which raise ``OverflowError`` on a far deadline
+    (``delay=1e10``) and spin on ``nan``.  Loop until the deadline has
+    passed: a far deadline is waited for in steps of :data:`MAX_WAIT`, so
+    it never fires early::
+
+        deadline = time.monotonic() + seconds
+        with cond:
+            while not ready():
+                timeout = wait_timeout(deadline)
+                if timeout == 0:
+                    break  # the deadline has passed
+                cond.wait(timeout)
+
+    :param deadline: a ``time.monotonic()`` value; ``None`` or ``inf``: no
+        deadline.
+    :param now: the current ``time.monotonic()``, if the caller has it.
+    :returns: ``None`` for no deadline (wait without a timeout), ``0.0`` once
+        it has passed, else the seconds left, at most :data:`MAX_WAIT`.
+    :raises ValueError: *deadline* is NaN.
+    :raises TypeError: *deadline* is not a number.
+    """
+    if deadline is None or deadline == math.inf:
+        return None
+    if now is None:
+        now = time.monotonic()
+    left = deadline - now
+    if left > 0:
+        return left if left < MAX_WAIT else MAX_WAIT
+    if left <= 0:
+        return 0.0
+    raise ValueError(f"a deadline must be a number, got {deadline!r}")
 
 
 class TimerHandle:
@@ -75,7 +123,7 @@ class Timer:
         :raises ValueError: *when* is NaN.
         :raises RuntimeError: the timer is stopped.
         """
-        if math.isnan(when):
+        if when != when:  # NaN: it would never be due, nor ever not due
             raise ValueError(f"timer deadline must be a number, got {when!r}")
         handle = TimerHandle(when, fn, args)
         with self._cond:
@@ -89,6 +137,10 @@ class Timer:
     def call_later(self, delay: float, fn: Callable[..., object], *args: Any) -> TimerHandle:
         """Run ``fn(*args)`` on the timer thread *delay* seconds from now."""
         return self.call_at(time.monotonic() + delay, fn, *args)
+
+    def on_timer_thread(self) -> bool:
+        """Whether the calling thread is this timer's (a callback runs: it must not wait)."""
+        return self._thread is threading.current_thread()
 
     def pending(self) -> int:
         """Calls scheduled and not cancelled."""
@@ -110,11 +162,11 @@ class Timer:
                     if handle.cancelled:
                         heapq.heappop(heap)
                         continue
-                    delay = when - time.monotonic()
-                    if delay <= 0:
+                    timeout = wait_timeout(when)
+                    if timeout == 0:
                         heapq.heappop(heap)
                         break
-                    cond.wait(min(delay, threading.TIMEOUT_MAX))
+                    cond.wait(timeout)
             fn, args = handle.fn, handle.args
             handle.cancel()  # ran: drop its arguments now
             try:

@@ -82,8 +82,8 @@ def atasker_supervisor_stopping(supervisor: SupervisorAPI, wait: bool | float, c
     """The supervisor is about to stop: stop producing tasks.
 
     Called first thing by ``stop()``, in the stopping thread, before queued
-    and running tasks are drained (workers stop submitting here).  Tasks may
-    still be submitted while it drains.
+    and running tasks are drained (workers stop submitting here).  Once it
+    returns, no task is accepted until the next ``start()``.
 
     :param supervisor: the :class:`TaskSupervisor`.
     :param wait: ``stop()``'s *wait*.

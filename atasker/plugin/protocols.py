@@ -54,7 +54,12 @@ class Executor(Protocol):
         """Check a task at submission (in the submitting thread); raise on bad input."""
 
     def start(self, task: Task) -> None:
-        """Begin running *task*; must not block.  Called without supervisor locks."""
+        """Begin running *task*; must not block.  Called without supervisor locks.
+
+        After :meth:`shutdown` (a task admitted as the supervisor stops) it
+        raises -- the supervisor fails the task with that error -- or still
+        runs the task; it never drops it.
+        """
 
     def cancel(self, task: Task) -> bool:
         """Stop a running task if this executor can; return ``True`` if it will end cancelled."""

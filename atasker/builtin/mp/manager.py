@@ -325,7 +325,7 @@ class WorkerManager(PipeIO, WindowPolicy):
     def _on_reply(self, w: Worker, key: int, data: bytes) -> None:
         try:
             msg = pickle.loads(data)
-        except Exception as exc:
+        except BaseException as exc:  # even SystemExit from a __reduce__: only this task fails
             msg = (
                 FAILED,
                 f"its outcome could not be unpickled in the parent process: {type(exc).__name__}: {exc}",
