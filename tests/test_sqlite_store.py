@@ -390,7 +390,9 @@ def test_back_pressure_blocks_the_finishing_thread_and_drops_nothing(make_superv
     sup.submit(int).result(WAIT)
     assert entered.wait(WAIT)
     # Submitting never blocks, even with the buffer over its bound ...
-    tasks = [sup.submit(int) for _ in range(20)]
+    go = threading.Event()
+    tasks = [sup.submit(go.wait, (WAIT,))] + [sup.submit(int) for _ in range(19)]
+    go.set()
     # ... but the thread that finishes the first task waits for the writer,
     # before its handle resolves: the pool slows to the disk's pace.
     assert blocked.wait(WAIT)
@@ -399,7 +401,8 @@ def test_back_pressure_blocks_the_finishing_thread_and_drops_nothing(make_superv
     assert all(t.status == 0 for t in tasks[1:])
     assert store.stats()["pending"] >= 4
     release.set()
-    for task in tasks:
+    assert tasks[0].result(WAIT) is True
+    for task in tasks[1:]:
         assert task.result(WAIT) == 0
     sup.stop()
     stats = store.stats()
