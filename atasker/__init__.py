@@ -52,6 +52,7 @@ from atasker.errors import (
     WorkerDiedError,
 )
 from atasker.extras.collections import FunctionCollection, TaskCollection
+from atasker.extras.futures import SupervisorExecutor
 from atasker.extras.locker import LocalProxy, Locker, LockerTimeoutError, g
 from atasker.extras.workers import (
     BackgroundAsyncWorker,
@@ -118,6 +119,7 @@ __all__ = [
     "QueuePolicyType",
     "StatusStore",
     "StatusStoreType",
+    "SupervisorExecutor",
     "SupervisorStoppedError",
     "Task",
     "TaskInfo",

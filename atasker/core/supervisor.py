@@ -28,6 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor as FuturesExecutor
 from typing import Any
 
 from atasker.core.dispatch import Dispatcher, Slot
@@ -36,6 +37,7 @@ from atasker.core.pool import Pool, check_sizes
 from atasker.core.task import (
     DEFAULT_SPEC,
     DEFAULT_TASK_TYPE,
+    TASK_NORMAL,
     SpecCache,
     Task,
     TaskSpec,
@@ -45,7 +47,7 @@ from atasker.errors import (
     MissingExtensionError,
     SupervisorStoppedError,
 )
-from atasker.plugin.manager import PluginManager, env_providers, make_plugin_manager
+from atasker.plugin.manager import EXTENSION_PROVIDERS, PluginManager, env_providers, make_plugin_manager
 from atasker.plugin.protocols import (
     EXECUTOR_MEMBERS,
     QUEUE_POLICY_MEMBERS,
@@ -61,16 +63,6 @@ logger = logging.getLogger("atasker")
 
 DEFAULT_TIMEOUT_WARNING = 5.0
 DEFAULT_TIMEOUT_CRITICAL = 10.0
-
-#: Which built-in plugin adds each extension the seed's methods use: named
-#: in the error when that plugin is blocked (any plugin may add them).
-_EXTENSION_PROVIDERS = {
-    "thread": "atasker.builtin.thread",
-    "mp": "atasker.builtin.mp",
-    "aloops": "atasker.builtin.coroutine",
-    "workers": "atasker.extras.workers",
-    "live": "atasker.tools.liveview",
-}
 
 
 class TaskSupervisor:
@@ -230,7 +222,7 @@ class TaskSupervisor:
         if ext is not None:
             return ext
         what = needed_by or f"extension {name!r}"
-        provider = _EXTENSION_PROVIDERS.get(name)
+        provider = EXTENSION_PROVIDERS.get(name)
         if provider is None:
             raise MissingExtensionError(f"{what}: no registered plugin adds the extension {name!r}")
         why = "is blocked" if pm.is_blocked(provider) else "is not registered"
@@ -351,6 +343,11 @@ class TaskSupervisor:
         """The executor of task type *tt* (created on first use)."""
         self.ensure_started()
         return self._slot(tt).executor
+
+    def as_executor(self, tt: str = DEFAULT_TASK_TYPE, priority: int = TASK_NORMAL, **fields: Any) -> FuturesExecutor:
+        """A :class:`concurrent.futures.Executor` of *tt* tasks; see :class:`atasker.SupervisorExecutor`."""
+        face: FuturesExecutor = self.extension("futures", "as_executor()").as_executor(tt, priority, **fields)
+        return face
 
     @property
     def timer(self) -> Timer:

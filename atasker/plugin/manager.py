@@ -41,6 +41,7 @@ from atasker.plugin import hookspecs
 __all__ = [
     "BUILTIN_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "EXTENSION_PROVIDERS",
     "PluginManager",
     "PluginRecord",
     "env_flag",
@@ -62,8 +63,20 @@ BUILTIN_PLUGINS = (
     "atasker.builtin.watchdog",
     "atasker.builtin.trace",
     "atasker.extras.workers",
+    "atasker.extras.futures",
     "atasker.tools.liveview",
 )
+
+#: Which built-in plugin adds each extension the supervisor's methods use:
+#: named in the error when that plugin is blocked (any plugin may add them).
+EXTENSION_PROVIDERS = {
+    "thread": "atasker.builtin.thread",
+    "mp": "atasker.builtin.mp",
+    "aloops": "atasker.builtin.coroutine",
+    "workers": "atasker.extras.workers",
+    "futures": "atasker.extras.futures",
+    "live": "atasker.tools.liveview",
+}
 
 
 def _env_list(name: str) -> list[str]:
