@@ -33,8 +33,13 @@ from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import atasker_dask
 import pytest
+
+pytest.importorskip(
+    "atasker_dask", reason="needs the atasker-dask plugin (and dask distributed): pip install -e plugins/atasker-dask"
+)
+
+import atasker_dask
 from atasker_dask import (
     ENV_ADDRESS,
     TT_DASK,

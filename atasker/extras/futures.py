@@ -79,7 +79,7 @@ class SupervisorExecutor(concurrent.futures.Executor):
         self.supervisor = supervisor
         #: The :class:`TaskSpec` of every task submitted through this face.
         self.spec: TaskSpec = DEFAULT_SPEC.replace(tt=tt, priority=priority, **fields)
-        self._lock = threading.RLock()  # reentrant: a done callback may run inside submit
+        self._lock = threading.RLock()  # reentrant: an executor may end a task inside submit()
         self._pending: set[Task] = set()
         self._closed = False
 
