@@ -28,7 +28,7 @@ import nox
 nox.needs_version = ">=2025.10.14"
 nox.options.default_venv_backend = "venv"
 nox.options.download_python = "never"
-nox.options.reuse_venv = "yes"  # make test-all again reinstalls only what changed
+nox.options.reuse_venv = "yes"  # a second make test-all creates no venv and downloads nothing
 nox.options.error_on_missing_interpreters = bool(os.environ.get("CI"))
 nox.options.sessions = ["tests", "minimal"]
 
