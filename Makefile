@@ -41,9 +41,10 @@ $(NOX_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[matrix]'
 	touch $(NOX_STAMP)
 
-# NOX_SESSIONS="tests-3.10 tests-3.13" runs only those (what .ci/run does).
+# NOX_SESSIONS="tests-3.10 tests-3.13" runs only those; PYTEST_ARGS go to
+# pytest in each (.ci/run: -m "not slow").
 test-all: $(NOX_STAMP)
-	$(PY) -m nox $(if $(NOX_SESSIONS),-s $(NOX_SESSIONS))
+	$(PY) -m nox $(if $(NOX_SESSIONS),-s $(NOX_SESSIONS)) $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
 
 demo-venv: $(DEMO_STAMP)
 

@@ -724,6 +724,7 @@ def wait_for_cluster(address: str, workers: int) -> None:
         probe.wait_for_workers(workers, timeout=WAIT * 3)
 
 
+@pytest.mark.slow
 def test_scale_out_with_dask_command_line_tools(make_supervisor, tmp_path):
     """Run tasks through a scheduler address; lose the scheduler; reconnect."""
     address = f"tcp://127.0.0.1:{free_port()}"

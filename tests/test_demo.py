@@ -16,6 +16,7 @@ from atasker.tools.demo import JOB_NAMES, POOLS, burn_cpu, run_demo, workload
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_in_a_few_seconds(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
@@ -63,6 +64,7 @@ def test_engine_dask_without_the_plugin_says_what_to_install(tmp_path, capsys):
     assert "unknown engine" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_engine_dask_runs_the_cpu_bound_tasks_on_a_real_local_cluster(tmp_path, capsys):
     atasker_dask = pytest.importorskip(
         "atasker_dask", reason="needs plugins/atasker-dask (pip install -e plugins/atasker-dask)"

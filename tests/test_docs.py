@@ -220,6 +220,7 @@ def test_public_api_is_documented():
             assert inspect.getdoc(obj), f"atasker.{name} needs a docstring"
 
 
+@pytest.mark.slow
 def test_sphinx_builds_without_warnings(tmp_path):
     pytest.importorskip("sphinx")
     # The reference pages document the plugin packages' modules too.
