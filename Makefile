@@ -19,6 +19,8 @@ DEMO_DASK_STAMP := $(DEMO_VENV)/.installed-dask
 DEMO_PIP := $(DEMO_PY) -m pip install --quiet --no-compile
 DEMO_PIP_OK := $(DEMO_PY) -c 'import sys, pip; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (21, 3))'
 
+NOX_STAMP := $(VENV)/.installed-nox
+
 .PHONY: venv demo-venv test demo demo-dask timeline bench bench-quick lint docs stress wheel-smoke clean
 
 venv: $(STAMP)
@@ -31,6 +33,18 @@ $(STAMP): pyproject.toml $(PLUGIN_DIRS)
 
 test: venv
 	$(PY) -m pytest -q
+
+# The suite on Python 3.10-3.13 (noxfile.py; pyenv's interpreters), each in
+# its own venv under .nox/, and once without the optional packages.
+.PHONY: test-all
+$(NOX_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[matrix]'
+	touch $(NOX_STAMP)
+
+# NOX_SESSIONS="tests-3.10 tests-3.13" runs only those; PYTEST_ARGS go to
+# pytest in each (.ci/run: -m "not slow").
+test-all: $(NOX_STAMP)
+	$(PY) -m nox $(if $(NOX_SESSIONS),-s $(NOX_SESSIONS)) $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
 
 demo-venv: $(DEMO_STAMP)
 
@@ -69,8 +83,8 @@ stress: venv
 	ATASKER_STRESS=1 ATASKER_FIGURES=reliability-figures.json $(PY) -m pytest -q tests/reliability
 
 lint: venv
-	$(PY) -m ruff check atasker tests bench plugins .ci
-	$(PY) -m ruff format --check atasker tests bench plugins .ci
+	$(PY) -m ruff check atasker tests bench plugins .ci noxfile.py
+	$(PY) -m ruff format --check atasker tests bench plugins .ci noxfile.py
 	$(PY) -m mypy
 
 docs: venv
@@ -83,4 +97,4 @@ wheel-smoke:
 	PYTHON=$(PYTHON) bash .ci/wheel-smoke
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) docs/_build build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(DEMO_VENV) .nox docs/_build build *.egg-info .pytest_cache

@@ -2,11 +2,12 @@
 from a temporary directory, so that nothing comes from the repo).
 
 Checks: atasker is 1.x and imported from site-packages; a thread, a process
-and a coroutine task; a task of the subprocess plugin; a supervisor with the
-fairshare queue policy; the otel plugin carries a trace context into a
-process task (the OpenTelemetry API alone, as installed); the prometheus
-plugin's metrics scraped over HTTP; ``python -m atasker plugins`` lists the
-installed plugins (subprocess, fairshare, dask, otel, prometheus) and not
+and a coroutine task; ``as_executor().map``; a task of the subprocess
+plugin; a supervisor with the fairshare queue policy; the otel plugin
+carries a trace context into a process task (the OpenTelemetry API alone,
+as installed); the prometheus plugin's metrics scraped over HTTP;
+``python -m atasker plugins`` lists the installed plugins (subprocess,
+fairshare, dask, otel, prometheus) and not
 the test plugin.
 """
 
@@ -111,6 +112,8 @@ def main() -> None:
         pid, value = background_task(pid_and_square, tt=TT_MP)(8).result(timeout=TIMEOUT)
         check(value == 64 and pid != os.getpid(), "process task (in another process)")
         check(background_task(add, tt=TT_COROUTINE)(2, 3).result(timeout=TIMEOUT) == 5, "coroutine task")
+        with task_supervisor.as_executor(tt=TT_MP) as face:
+            check(list(face.map(square, range(6), chunksize=4)) == [0, 1, 4, 9, 16, 25], "Executor face (map)")
         done = background_task(lambda: [sys.executable, "-c", "print('from a child')"], tt="subprocess")()
         result = done.result(timeout=TIMEOUT)
         check(result.returncode == 0 and result.stdout.strip() == "from a child", "subprocess-plugin task")

@@ -55,6 +55,7 @@ from atasker.errors import (
     WorkerDiedError,
 )
 from atasker.extras.collections import FunctionCollection, TaskCollection
+from atasker.extras.futures import SupervisorExecutor
 from atasker.extras.locker import LocalProxy, Locker, LockerTimeoutError, g
 from atasker.extras.workers import (
     BackgroundAsyncWorker,
@@ -123,6 +124,7 @@ __all__ = [
     "StatusStore",
     "StatusStoreType",
     "SupervisorInfo",
+    "SupervisorExecutor",
     "SupervisorStoppedError",
     "Task",
     "TaskInfo",

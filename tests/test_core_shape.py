@@ -72,6 +72,7 @@ class ThreadPerTaskPlugin:
         ("atasker.builtin.mp", lambda sup: sup.set_mp_pool(pool_size=1)),
         ("atasker.builtin.thread", lambda sup: sup.set_thread_pool(pool_size=1)),
         ("atasker.extras.workers", lambda sup: sup.get_workers()),
+        ("atasker.extras.futures", lambda sup: sup.as_executor()),
         ("atasker.tools.liveview", lambda sup: sup.live()),
     ],
 )

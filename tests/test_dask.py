@@ -33,8 +33,13 @@ from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import atasker_dask
 import pytest
+
+pytest.importorskip(
+    "atasker_dask", reason="needs the atasker-dask plugin (and dask distributed): pip install -e plugins/atasker-dask"
+)
+
+import atasker_dask
 from atasker_dask import (
     ENV_ADDRESS,
     TT_DASK,
@@ -719,6 +724,7 @@ def wait_for_cluster(address: str, workers: int) -> None:
         probe.wait_for_workers(workers, timeout=WAIT * 3)
 
 
+@pytest.mark.slow
 def test_scale_out_with_dask_command_line_tools(make_supervisor, tmp_path):
     """Run tasks through a scheduler address; lose the scheduler; reconnect."""
     address = f"tcp://127.0.0.1:{free_port()}"

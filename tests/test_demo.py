@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
 import sys
+
+import pytest
 
 from atasker.core.task import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
 from atasker.tools.demo import JOB_NAMES, POOLS, burn_cpu, run_demo, workload
@@ -13,6 +16,7 @@ from atasker.tools.demo import JOB_NAMES, POOLS, burn_cpu, run_demo, workload
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_in_a_few_seconds(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
@@ -37,12 +41,16 @@ def test_quick_demo_runs_in_a_few_seconds(tmp_path):
     assert "median wait CRITICAL" in text
     n = int(re.search(r"^(\d+) tasks in [\d.]+s", text, re.M).group(1))
     assert n == len(workload(quick=True))
-    assert f"trace:    {out / 'trace.json'}" in text and f"timeline: {out / 'timeline.png'}" in text
+    assert f"trace:    {out / 'trace.json'}" in text
     events = json.loads((out / "trace.json").read_text())
     spans = [e for e in events if e["ph"] == "X"]
     assert len(spans) == n
     assert {e["args"]["tt"] for e in spans} == {"thread", "mp", "coroutine"}
     assert {e["cat"] for e in spans} == {"CRITICAL", "HIGH", "NORMAL", "LOW"}
+    if importlib.util.find_spec("matplotlib") is None:
+        assert "timeline: not drawn -- atasker plot needs matplotlib" in text
+        pytest.skip("matplotlib is not installed (pip install 'atasker[plot]'): the timeline is not checked")
+    assert f"timeline: {out / 'timeline.png'}" in text
     png = (out / "timeline.png").read_bytes()
     assert png.startswith(PNG_SIGNATURE) and len(png) > 30_000
 
@@ -56,8 +64,11 @@ def test_engine_dask_without_the_plugin_says_what_to_install(tmp_path, capsys):
     assert "unknown engine" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_engine_dask_runs_the_cpu_bound_tasks_on_a_real_local_cluster(tmp_path, capsys):
-    import atasker_dask
+    atasker_dask = pytest.importorskip(
+        "atasker_dask", reason="needs plugins/atasker-dask (pip install -e plugins/atasker-dask)"
+    )
 
     out = tmp_path / "demo"
     assert (

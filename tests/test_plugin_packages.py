@@ -15,6 +15,9 @@ from atasker import TASK_HIGH, TASK_LOW, PluginConflictError
 from tests.conftest import WAIT
 from tests.test_plugins import write_fake_dist
 
+for _package in ("atasker_subprocess", "atasker_fairshare"):
+    pytest.importorskip(_package, reason="needs plugins/atasker-subprocess and plugins/atasker-fairshare installed")
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX commands")
 
 

@@ -565,15 +565,16 @@ def test_a_missing_directory_is_a_clear_error(tmp_path):
 def age(db: Path, seconds: float, where: str = "1") -> None:
     """Move rows into the past, as if they were written *seconds* ago."""
     with connect(db) as conn:
+        # Named parameters with a dict: numbered ones (?1) with a tuple warn from Python 3.12 on.
         conn.execute(
-            f"UPDATE tasks SET time_queued = time_queued - ?1, time_started = time_started - ?1, "
-            f"time_finished = time_finished - ?1 WHERE {where}",
-            (seconds,),
+            f"UPDATE tasks SET time_queued = time_queued - :s, time_started = time_started - :s, "
+            f"time_finished = time_finished - :s WHERE {where}",
+            {"s": seconds},
         )
         conn.execute(
-            "UPDATE runs SET started = started - ?1, last_write = last_write - ?1, stopped = stopped - ?1 "
-            "WHERE run_id NOT IN (SELECT run_id FROM tasks WHERE time_finished > ?2)",
-            (seconds, time.time() - 60),
+            "UPDATE runs SET started = started - :s, last_write = last_write - :s, stopped = stopped - :s "
+            "WHERE run_id NOT IN (SELECT run_id FROM tasks WHERE time_finished > :recent)",
+            {"s": seconds, "recent": time.time() - 60},
         )
         conn.commit()
 

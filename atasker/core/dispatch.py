@@ -191,6 +191,14 @@ class Dispatcher:
         #: (empty: the task runs its function as submitted).
         self.call_wrappers: tuple[Callable[..., Any], ...] = ()
 
+    def take_hooks(self, pm: Any) -> None:
+        """Read the observers and call wrappers from plugin manager *pm* (after its plugins changed)."""
+        self.on_queued = pm.observer("atasker_task_queued")
+        self.on_waiting = pm.observer("atasker_task_waiting")
+        self.on_started = pm.observer("atasker_task_started")
+        self.on_finished = pm.observer("atasker_task_finished")
+        self.call_wrappers = pm.chain("atasker_wrap_task_call")
+
     def forget_after_fork(self) -> None:
         """In a forked child: the parent's threads, workers and records are not ours.
 

@@ -24,10 +24,10 @@ store or a hook runs.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor as FuturesExecutor
 from typing import Any
 
 from atasker.core.dispatch import Dispatcher, Slot
@@ -38,6 +38,7 @@ from atasker.core.slots import make_slot, resize_slot
 from atasker.core.task import (
     DEFAULT_SPEC,
     DEFAULT_TASK_TYPE,
+    TASK_NORMAL,
     SpecCache,
     Task,
     TaskSpec,
@@ -48,13 +49,18 @@ from atasker.errors import (
     MissingExtensionError,
     SupervisorStoppedError,
 )
-from atasker.plugin.manager import EXTENSION_PROVIDERS, PluginManager, env_providers, make_plugin_manager
+from atasker.plugin.manager import (
+    EXTENSION_PROVIDERS,
+    PluginManager,
+    env_providers,
+    make_plugin_manager,
+    report_internal_error,
+)
 from atasker.plugin.protocols import Executor, StatusStore
 from atasker.plugin.registry import Registry, make_registries
 
 __all__ = ["DEFAULT_TIMEOUT_CRITICAL", "DEFAULT_TIMEOUT_WARNING", "TaskSupervisor", "default_supervisor"]
 
-logger = logging.getLogger("atasker")
 
 DEFAULT_TIMEOUT_WARNING = 5.0
 DEFAULT_TIMEOUT_CRITICAL = 10.0
@@ -166,12 +172,7 @@ class TaskSupervisor:
         assert pm is not None
         pm.configure_new(self, self._configured)
 
-        dispatch = self._dispatch
-        dispatch.on_queued = pm.observer("atasker_task_queued")
-        dispatch.on_waiting = pm.observer("atasker_task_waiting")
-        dispatch.on_started = pm.observer("atasker_task_started")
-        dispatch.on_finished = pm.observer("atasker_task_finished")
-        dispatch.call_wrappers = pm.chain("atasker_wrap_task_call")
+        self._dispatch.take_hooks(pm)
 
     def registry(self, kind: str) -> Registry[Any]:
         """The registry of ``"task type"``, ``"queue policy"``, ``"status store"``
@@ -310,6 +311,11 @@ class TaskSupervisor:
         """The executor of task type *tt* (created on first use)."""
         self.ensure_started()
         return self._slot(tt).executor
+
+    def as_executor(self, tt: str = DEFAULT_TASK_TYPE, priority: int = TASK_NORMAL, **fields: Any) -> FuturesExecutor:
+        """A :class:`concurrent.futures.Executor` of *tt* tasks; see :class:`atasker.SupervisorExecutor`."""
+        face: FuturesExecutor = self.extension("futures", "as_executor()").as_executor(tt, priority, **fields)
+        return face
 
     @property
     def timer(self) -> Timer:
@@ -490,13 +496,7 @@ class TaskSupervisor:
 
         :param where: what raised, e.g. ``"process pool manager thread"``.
         """
-        logger.error("atasker: %s raised %s: %s", where, type(exc).__name__, exc, exc_info=exc)
-        pm = self._pm
-        if pm is not None and pm.has_impls("atasker_internalerror"):
-            try:
-                pm.hook.atasker_internalerror(exc=exc, where=where)
-            except BaseException:
-                logger.exception("atasker_internalerror hook raised")
+        report_internal_error(self._pm, exc, where)
 
     # ------------------------------------------- the seed's methods: delegators
 

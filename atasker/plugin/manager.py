@@ -63,12 +63,13 @@ BUILTIN_PLUGINS = (
     "atasker.builtin.watchdog",
     "atasker.builtin.trace",
     "atasker.extras.workers",
+    "atasker.extras.futures",
     "atasker.tools.liveview",
     "atasker.builtin.compat",
 )
 
-#: Which built-in plugin adds each extension the seed's methods use: named
-#: in the error when that plugin is blocked (any plugin may add them).
+#: Which built-in plugin adds each extension the supervisor's methods use:
+#: named in the error when that plugin is blocked (any plugin may add them).
 EXTENSION_PROVIDERS = {
     "thread": "atasker.builtin.thread",
     "mp": "atasker.builtin.mp",
@@ -77,7 +78,18 @@ EXTENSION_PROVIDERS = {
     "live": "atasker.tools.liveview",
     "async_jobs": "atasker.builtin.coroutine",
     "compat": "atasker.builtin.compat",
+    "futures": "atasker.extras.futures",
 }
+
+
+def report_internal_error(pm: PluginManager | None, exc: BaseException, where: str) -> None:
+    """Log *exc* (raised by *where*) and run the ``atasker_internalerror`` hook; never raises."""
+    logger.error("atasker: %s raised %s: %s", where, type(exc).__name__, exc, exc_info=exc)
+    if pm is not None and pm.has_impls("atasker_internalerror"):
+        try:
+            pm.hook.atasker_internalerror(exc=exc, where=where)
+        except BaseException:
+            logger.exception("atasker_internalerror hook raised")
 
 
 def _env_list(name: str) -> list[str]:

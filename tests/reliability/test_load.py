@@ -10,6 +10,8 @@ import threading
 import time
 import tracemalloc
 
+import pytest
+
 from atasker import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
 from tests.conftest import WAIT
 from tests.reliability.conftest import size
@@ -58,6 +60,7 @@ def rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+@pytest.mark.slow
 def test_soak_memory_does_not_grow(make_supervisor, figures):
     total = size(100_000, 1_000_000)
     batch = 10_000

@@ -11,8 +11,13 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import atasker_dask
 import pytest
+
+pytest.importorskip(
+    "atasker_dask", reason="needs the atasker-dask plugin (and dask distributed): pip install -e plugins/atasker-dask"
+)
+
+import atasker_dask
 
 from atasker import TaskSupervisor
 from atasker.testing import ExecutorContract

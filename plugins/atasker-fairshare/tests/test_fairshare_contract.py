@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+pytest.importorskip(
+    "atasker_fairshare", reason="needs the atasker-fairshare plugin: pip install -e plugins/atasker-fairshare"
+)
+
 import atasker_fairshare
 
 from atasker.testing import QueuePolicyContract

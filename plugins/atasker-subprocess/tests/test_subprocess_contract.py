@@ -5,6 +5,12 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
+import pytest
+
+pytest.importorskip(
+    "atasker_subprocess", reason="needs the atasker-subprocess plugin: pip install -e plugins/atasker-subprocess"
+)
+
 import atasker_subprocess
 
 from atasker.testing import ExecutorContract, Gate
