@@ -28,23 +28,15 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from contextvars import copy_context
 from typing import Any
 
 from atasker.core.dispatch import Dispatcher, Slot
 from atasker.core.lifecycle import Lifecycle
 from atasker.core.pool import Pool, check_sizes
-from atasker.core.task import (
-    DEFAULT_SPEC,
-    DEFAULT_TASK_TYPE,
-    SpecCache,
-    Task,
-    TaskSpec,
-)
+from atasker.core.task import DEFAULT_SPEC, DEFAULT_TASK_TYPE, SpecCache, Task, TaskSpec
 from atasker.core.timer import Timer
-from atasker.errors import (
-    MissingExtensionError,
-    SupervisorStoppedError,
-)
+from atasker.errors import MissingExtensionError, SupervisorStoppedError
 from atasker.plugin.manager import PluginManager, env_providers, make_plugin_manager
 from atasker.plugin.protocols import (
     EXECUTOR_MEMBERS,
@@ -70,6 +62,7 @@ _EXTENSION_PROVIDERS = {
     "aloops": "atasker.builtin.coroutine",
     "workers": "atasker.extras.workers",
     "live": "atasker.tools.liveview",
+    "map": "atasker.extras.batch",
 }
 
 
@@ -392,6 +385,9 @@ class TaskSupervisor:
         :raises InvalidPriorityError: bad priority.
         :raises UnknownTaskTypeError: no plugin provides *tt*.
         :raises SupervisorStoppedError: the supervisor is stopping or stopped.
+
+        The task runs in a copy of the caller's :mod:`contextvars` context
+        (thread and coroutine tasks; the callback too, for every task type).
         """
         if not callable(func):
             raise TypeError(f"task function must be callable, got {type(func).__name__}: {func!r}")
@@ -410,7 +406,7 @@ class TaskSupervisor:
         name = spec.name
         if name is None:
             name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
-        task = Task(func, args, kwargs if kwargs is not None else {}, spec, name, self)
+        task = Task(func, args, kwargs if kwargs is not None else {}, spec, name, self, copy_context())
         slot.executor.validate(task)
         task.time_queued = time.time()
         dispatch.accept(slot, task)
@@ -596,6 +592,10 @@ class TaskSupervisor:
     ) -> None:
         """:meth:`set_pool` for coroutine tasks; see ``Aloops.set_coroutine_pool``."""
         self.extension("aloops", "set_coroutine_pool()").set_coroutine_pool(pool_size, reserve_normal, reserve_high)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> Any:
+        """``fn`` over the items as a few chunk tasks, results in order; see ``atasker.extras.batch.Batches.map``."""
+        return self.extension("map", "map()").map(fn, *iterables, **options)
 
     def get_workers(self) -> list[Any]:
         """Workers started on this supervisor and still active (plugin ``atasker.extras.workers``)."""

@@ -62,6 +62,7 @@ BUILTIN_PLUGINS = (
     "atasker.builtin.watchdog",
     "atasker.builtin.trace",
     "atasker.extras.workers",
+    "atasker.extras.batch",
     "atasker.tools.liveview",
 )
 
