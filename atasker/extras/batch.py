@@ -119,7 +119,8 @@ class MapIterator(Iterator[Any]):
         self.tasks: list[Task] = []
         self._pending: deque[Task] = deque()
         self._exhausted = False
-        self._gen: Generator[Any, None, None] = self._results()
+        self._chunks = self._chunk_results()
+        self._results = itertools.chain.from_iterable(self._chunks)
         self._fill()
 
     def _next_chunk(self) -> list[Any]:
@@ -138,9 +139,9 @@ class MapIterator(Iterator[Any]):
             self.tasks.append(task)
             self._pending.append(task)
 
-    def _results(self) -> Generator[Any, None, None]:
-        # A generator, so that list() and for loops take the results of a
-        # chunk without a Python call per item.
+    def _chunk_results(self) -> Generator[list[Any], None, None]:
+        # One resumption per chunk: itertools.chain takes the items of each
+        # list in C, so list() and for loops pay no Python call per item.
         try:
             while self._pending:
                 task = self._pending[0]
@@ -148,16 +149,16 @@ class MapIterator(Iterator[Any]):
                 results = task.result(remaining)
                 self._pending.popleft()
                 self._fill()  # the next chunk starts while these are consumed
-                yield from results
+                yield results
         except BaseException:  # a failed chunk, a timeout, or close()
             self.cancel()
             raise
 
     def __iter__(self) -> Iterator[Any]:
-        return self._gen
+        return self._results
 
     def __next__(self) -> Any:
-        return next(self._gen)
+        return next(self._results)
 
     def cancel(self) -> int:
         """Cancel every chunk that has not started; read no more input.
@@ -171,7 +172,7 @@ class MapIterator(Iterator[Any]):
     def close(self) -> None:
         """Stop: cancel the chunks that have not started (as a generator's ``close``)."""
         self.cancel()
-        self._gen.close()
+        self._chunks.close()
 
     def __del__(self) -> None:
         pending = getattr(self, "_pending", None)
