@@ -34,12 +34,14 @@ def test_default_chunksize_rule():
 
 
 def test_chunks_are_ordinary_tasks_with_the_priority(supervisor):
-    it = supervisor.map(square, range(100), chunksize=10, priority=TASK_HIGH)
+    it = supervisor.map(square, range(100), chunksize=10, priority=TASK_HIGH, window=10)
+    handles = it.tasks  # all ten in flight: the window allows it
     assert list(it) == [x * x for x in range(100)]
-    assert len(it.tasks) == 10 and it.chunksize == 10
-    assert all(t.priority == TASK_HIGH and t.tt == "thread" for t in it.tasks)
-    assert it.tasks[3].result(WAIT) == [x * x for x in range(30, 40)]
-    assert it.tasks[0].name == "map square"
+    assert len(handles) == 10 == it.submitted and it.chunksize == 10
+    assert all(t.priority == TASK_HIGH and t.tt == "thread" for t in handles)
+    assert handles[3].result(WAIT) == [x * x for x in range(30, 40)]
+    assert handles[0].name == "map square"
+    assert it.tasks == []  # consumed chunks are not kept
 
 
 def test_get_info_counts_chunks_and_priorities_apply_per_chunk(make_supervisor):
@@ -67,19 +69,21 @@ def test_input_is_read_lazily_with_a_bounded_window(make_supervisor):
             yield 1
 
     it = sup.map(square, endless(), chunksize=5, window=3)
-    assert len(it.tasks) == 3  # submitted at once: the window, not the input
+    assert it.submitted == 3 == len(it.tasks)  # submitted at once: the window, not the input
     first = list(itertools.islice(it, 12))
     assert first == [1] * 12
-    assert len(it.tasks) <= 3 + 3  # consumed chunks were replaced, no more
+    assert it.submitted <= 3 + 3 and len(it.tasks) <= 3  # consumed chunks were replaced, no more
     assert next(pulled) <= 5 * 6 + 1
+    handles = it.tasks
     it.cancel()
-    concurrent.futures.wait(it.tasks, timeout=WAIT)
+    concurrent.futures.wait(handles, timeout=WAIT)
 
 
 def test_unknown_length_doubles_up_to_the_cap(supervisor):
-    it = supervisor.map(square, (x for x in range(5000)))
+    it = supervisor.map(square, (x for x in range(5000)), window=100)
+    handles = it.tasks  # every chunk: the window is wider than the input
     assert list(it) == [x * x for x in range(5000)]
-    sizes = [len(t.result(WAIT)) for t in it.tasks]
+    sizes = [len(t.result(WAIT)) for t in handles]
     assert sizes[:4] == [1, 2, 4, 8] and max(sizes) == MAX_CHUNKSIZE
 
 
@@ -91,14 +95,16 @@ def fail_on_13(x: int) -> int:
 
 def test_a_failed_chunk_fails_its_items_only(supervisor):
     it = supervisor.map(fail_on_13, range(40), chunksize=10)
+    handles = it.tasks
+    assert len(handles) == 4
     got = [next(it) for _ in range(10)]  # the first chunk is fine
     assert got == list(range(10))
     with pytest.raises(ValueError, match="13"):
         next(it)  # the second chunk's first item: the chunk failed as a whole
-    assert isinstance(it.tasks[1].exception(WAIT), ValueError)
-    concurrent.futures.wait(it.tasks, timeout=WAIT)
+    assert isinstance(handles[1].exception(WAIT), ValueError)
+    concurrent.futures.wait(handles, timeout=WAIT)
     # The map gave up: the chunks after it either ran (unaffected) or were cancelled.
-    for i, task in enumerate(it.tasks[2:], start=2):
+    for i, task in enumerate(handles[2:], start=2):
         assert task.cancelled() or task.result() == list(range(10 * i, 10 * i + 10))
 
 
@@ -106,11 +112,12 @@ def test_timeout_is_from_the_call(make_supervisor):
     sup = make_supervisor(pool_size=1, reserve_normal=0, reserve_high=0)
     release = threading.Event()
     it = sup.map(release.wait, [WAIT, WAIT], chunksize=1, timeout=0.2)
+    handles = it.tasks
     with pytest.raises(TimeoutError):
         list(it)
     release.set()
-    concurrent.futures.wait(it.tasks, timeout=WAIT)
-    assert it.tasks[1].cancelled()  # the map gave up: its waiting chunk went with it
+    concurrent.futures.wait(handles, timeout=WAIT)
+    assert handles[1].cancelled()  # the map gave up: its waiting chunk went with it
 
 
 def test_bad_arguments(supervisor):
@@ -137,9 +144,9 @@ def mp_sup(make_supervisor):
 
 def test_process_chunks(mp_sup):
     it = mp_sup.map(tests.mp.square, range(10_000), tt=TT_MP)
-    assert list(it) == [x * x for x in range(10_000)]
-    assert it.chunksize == 1250 and len(it.tasks) == 8  # ceil(10000 / (4 * 2 workers))
     assert all(t.tt == TT_MP for t in it.tasks)
+    assert list(it) == [x * x for x in range(10_000)]
+    assert it.chunksize == 1250 and it.submitted == 8  # ceil(10000 / (4 * 2 workers))
 
 
 def die_on_7(x: int) -> int:
@@ -150,10 +157,11 @@ def die_on_7(x: int) -> int:
 
 def test_a_chunk_whose_worker_dies_fails_only_its_items(mp_sup):
     it = mp_sup.map(die_on_7, range(20), tt=TT_MP, chunksize=5)
+    handles = it.tasks
     assert [next(it) for _ in range(5)] == list(range(5))
     with pytest.raises(WorkerDiedError):
         next(it)
-    others = it.tasks[2:]
+    others = handles[2:]
     concurrent.futures.wait(others, timeout=WAIT)
     assert all(t.cancelled() or t.result() == list(range(5 * (i + 2), 5 * (i + 3))) for i, t in enumerate(others))
 

@@ -158,12 +158,15 @@ class ThreadExecutor(BaseExecutor):
                 # CPython 3.11's SimpleQueue.get(timeout=...) can block
                 # forever when the timeout runs out while other threads take
                 # the items (the remaining time goes negative, "no timeout").
-                with self._lock:
-                    if len(self._threads) > self._keep() and not self._retire_pending:
-                        if not self._schedule_retire():
-                            self._threads.discard(me)
-                            self._threads_changed.notify_all()
-                            return
+                # Read without the lock first: a worker goes idle after every
+                # task of a pool that is not saturated.
+                if not self._retire_pending and len(self._threads) > self._keep():
+                    with self._lock:
+                        if not self._retire_pending and len(self._threads) > self._keep():
+                            if not self._schedule_retire():
+                                self._threads.discard(me)
+                                self._threads_changed.notify_all()
+                                return
                 with idle_lock:
                     self._idle += 1
         finally:

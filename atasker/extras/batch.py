@@ -76,10 +76,12 @@ class MapIterator(Iterator[Any]):
     lazily: at most :attr:`window` chunks are submitted and not yet
     consumed, so a long or endless iterable needs bounded memory.
 
-    :attr:`tasks` are the chunk handles submitted so far, in order (each
-    one's result is the list of its chunk's results); :meth:`cancel` cancels
-    the chunks that have not started.  Closing the iterator (or letting it
-    be collected) cancels them too, as ``Executor.map`` does.
+    :attr:`tasks` are the handles of the chunks submitted and not yet
+    consumed, in input order (each one's result is the list of its chunk's
+    results); :attr:`submitted` counts every chunk so far.  Consumed chunks
+    are not kept: their results were yielded.  :meth:`cancel` cancels the
+    chunks that have not started.  Closing the iterator (or letting it be
+    collected) cancels them too, as ``Executor.map`` does.
     """
 
     def __init__(
@@ -115,8 +117,8 @@ class MapIterator(Iterator[Any]):
             raise ValueError(f"window must be an int >= 1 or None, got {window!r}")
         self._items: Iterator[Any] = iter(iterables[0]) if not self._star else zip(*iterables, strict=False)
         self._deadline = None if timeout is None else time.monotonic() + timeout
-        #: Every chunk handle submitted so far, in input order.
-        self.tasks: list[Task] = []
+        #: Chunks submitted so far.
+        self.submitted = 0
         self._pending: deque[Task] = deque()
         self._exhausted = False
         self._chunks = self._chunk_results()
@@ -136,7 +138,7 @@ class MapIterator(Iterator[Any]):
                 self._exhausted = True
                 return
             task = self._supervisor.submit(run_chunk, (self._fn, chunk, self._star), **self._fields)
-            self.tasks.append(task)
+            self.submitted += 1
             self._pending.append(task)
 
     def _chunk_results(self) -> Generator[list[Any], None, None]:
@@ -153,6 +155,11 @@ class MapIterator(Iterator[Any]):
         except BaseException:  # a failed chunk, a timeout, or close()
             self.cancel()
             raise
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The chunks submitted and not yet consumed (at most :attr:`window`), in order."""
+        return list(self._pending)
 
     def __iter__(self) -> Iterator[Any]:
         return self._results
@@ -181,7 +188,7 @@ class MapIterator(Iterator[Any]):
                 task.cancel()
 
     def __repr__(self) -> str:
-        return f"<MapIterator {len(self.tasks)} chunk(s) submitted, {len(self._pending)} pending>"
+        return f"<MapIterator {self.submitted} chunk(s) submitted, {len(self._pending)} pending>"
 
 
 def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
@@ -202,7 +209,7 @@ def _workers(supervisor: TaskSupervisor, tt: str) -> int:
 
 
 class Batches:
-    """The supervisor's ``map`` and ``map_tasks`` (extension ``"map"``)."""
+    """The supervisor's ``map`` (extension ``"map"``)."""
 
     def __init__(self, supervisor: TaskSupervisor) -> None:
         self.supervisor = supervisor
