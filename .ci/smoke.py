@@ -2,7 +2,7 @@
 from a temporary directory, so that nothing comes from the repo).
 
 Checks: atasker is 1.x and imported from site-packages; a thread, a process
-and a coroutine task; a task of the subprocess plugin; a supervisor with the
+and a coroutine task; a map over process tasks; a task of the subprocess plugin; a supervisor with the
 fairshare queue policy; ``python -m atasker plugins`` lists the installed
 plugins (subprocess, fairshare, dask) and not the test plugin.
 """
@@ -50,6 +50,8 @@ def main() -> None:
         pid, value = background_task(pid_and_square, tt=TT_MP)(8).result(timeout=TIMEOUT)
         check(value == 64 and pid != os.getpid(), "process task (in another process)")
         check(background_task(add, tt=TT_COROUTINE)(2, 3).result(timeout=TIMEOUT) == 5, "coroutine task")
+        mapped = list(task_supervisor.map(square, range(100), tt=TT_MP, timeout=TIMEOUT))
+        check(mapped == [x * x for x in range(100)], "map over process tasks (atasker.extras.batch in the wheel)")
         done = background_task(lambda: [sys.executable, "-c", "print('from a child')"], tt="subprocess")()
         result = done.result(timeout=TIMEOUT)
         check(result.returncode == 0 and result.stdout.strip() == "from a child", "subprocess-plugin task")
