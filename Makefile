@@ -1,6 +1,6 @@
 # Every target bootstraps its venv itself: a fresh clone needs only python3 and make.
 #   .venv       the dev venv (make venv/test/lint/bench/docs): atasker, every plugin
-#               and the test plugin, all editable, plus the test, lint and demo extras
+#               and the test plugin, all editable, plus the test, lint, demo and bench extras
 #   .venv-demo  the demo's own small venv (make demo/demo-dask): atasker[demo] only;
 #               make demo-dask adds plugins/atasker-dask; never the test plugin
 PYTHON ?= python3
@@ -28,7 +28,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml $(PLUGIN_DIRS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint,demo]' $(foreach p,$(PLUGIN_DIRS),-e $(dir $(p)))
+	$(PY) -m pip install --quiet -e '.[test,lint,demo,bench]' $(foreach p,$(PLUGIN_DIRS),-e $(dir $(p)))
 	touch $(STAMP)
 
 test: venv

@@ -2,13 +2,12 @@
 from a temporary directory, so that nothing comes from the repo).
 
 Checks: atasker is 1.x and imported from site-packages; a thread, a process
-and a coroutine task; ``as_executor().map``; a task of the subprocess
-plugin; a supervisor with the fairshare queue policy; the otel plugin
-carries a trace context into a process task (the OpenTelemetry API alone,
-as installed); the prometheus plugin's metrics scraped over HTTP;
-``python -m atasker plugins`` lists the installed plugins (subprocess,
-fairshare, dask, otel, prometheus) and not
-the test plugin.
+and a coroutine task; a map over process tasks; ``as_executor().map``; a
+task of the subprocess plugin; a supervisor with the fairshare queue policy;
+the otel plugin carries a trace context into a process task (the
+OpenTelemetry API alone, as installed); the prometheus plugin's metrics
+scraped over HTTP; ``python -m atasker plugins`` lists the installed plugins
+(subprocess, fairshare, dask, otel, prometheus) and not the test plugin.
 """
 
 from __future__ import annotations
@@ -114,6 +113,8 @@ def main() -> None:
         check(background_task(add, tt=TT_COROUTINE)(2, 3).result(timeout=TIMEOUT) == 5, "coroutine task")
         with task_supervisor.as_executor(tt=TT_MP) as face:
             check(list(face.map(square, range(6), chunksize=4)) == [0, 1, 4, 9, 16, 25], "Executor face (map)")
+        mapped = list(task_supervisor.map(square, range(100), tt=TT_MP, timeout=TIMEOUT))
+        check(mapped == [x * x for x in range(100)], "map over process tasks (atasker.extras.batch in the wheel)")
         done = background_task(lambda: [sys.executable, "-c", "print('from a child')"], tt="subprocess")()
         result = done.result(timeout=TIMEOUT)
         check(result.returncode == 0 and result.stdout.strip() == "from a child", "subprocess-plugin task")

@@ -14,9 +14,11 @@ task the supervisor admits next itself, so a busy pool needs no thread
 hand-off per task (this is what makes it as fast as ThreadPoolExecutor,
 whose workers also pull their next item without a wake-up).
 
-A worker beyond ``pool_size`` exits as soon as the supervisor has nothing
-more for it, so a burst of reserve or CRITICAL work leaves no threads
-behind; up to ``pool_size`` idle workers stay (for an unlimited pool, the
+A worker beyond ``pool_size`` exits once it has been idle for about
+:data:`IDLE_GRACE` seconds (one timer call retires every surplus worker
+idle by then), so a burst of reserve or CRITICAL work leaves no threads
+behind, while a busy pool that uses its reserves does not start a thread
+per task; up to ``pool_size`` idle workers stay (for an unlimited pool, the
 default size).
 """
 
@@ -40,9 +42,14 @@ if TYPE_CHECKING:
     from atasker.core.supervisor import TaskSupervisor
     from atasker.core.task import SupervisorAPI
 
-__all__ = ["TT_THREAD", "ThreadExecutor", "ThreadPoolControl", "default_pool_size"]
+__all__ = ["IDLE_GRACE", "TT_THREAD", "ThreadExecutor", "ThreadPoolControl", "default_pool_size"]
 
 TT_THREAD = DEFAULT_TASK_TYPE
+
+#: Seconds a worker beyond the pool size may stay idle before it retires.
+#: Retiring at once would start a thread for nearly every task of a busy
+#: pool that runs into its reserves (workers there go idle between tasks).
+IDLE_GRACE = 1.0
 
 _thread_numbers = itertools.count(1)
 
@@ -74,6 +81,8 @@ class ThreadExecutor(BaseExecutor):
         self._deadlines: dict[int, Any] = {}
         #: Threads still running a task whose timeout already failed its handle.
         self.overrunning = 0
+        # A timer call to retire idle surplus workers is pending.
+        self._retire_pending = False
 
     def capacity(self) -> int | None:
         """``None``: the pool grows on demand, so CRITICAL always gets a thread."""
@@ -163,22 +172,55 @@ class ThreadExecutor(BaseExecutor):
                             break
                         task = task_done(task, result=result, take_next=True)
                     result = None
-                # Out of work.  A thread beyond the pool size exits now rather
-                # than after an idle timeout: CPython 3.11's
-                # SimpleQueue.get(timeout=...) can block forever when the
-                # timeout runs out while other threads take the items (the
-                # remaining time goes negative, which means "no timeout").
-                with self._lock:
-                    if self._shutdown or len(self._threads) > self._keep():
+                if self._shutdown:
+                    with self._lock:
                         self._threads.discard(me)
                         self._threads_changed.notify_all()
-                        return
+                    return
+                # Out of work.  A thread beyond the pool size is retired by a
+                # timer call rather than by an idle timeout of its own:
+                # CPython 3.11's SimpleQueue.get(timeout=...) can block
+                # forever when the timeout runs out while other threads take
+                # the items (the remaining time goes negative, "no timeout").
+                # Read without the lock first: a worker goes idle after every
+                # task of a pool that is not saturated.
+                if not self._retire_pending and len(self._threads) > self._keep():
+                    with self._lock:
+                        if not self._retire_pending and len(self._threads) > self._keep():
+                            if not self._schedule_retire():
+                                self._threads.discard(me)
+                                self._threads_changed.notify_all()
+                                return
                 with idle_lock:
                     self._idle += 1
         finally:
             with self._lock:
                 self._threads.discard(me)
                 self._threads_changed.notify_all()
+
+    def _schedule_retire(self) -> bool:
+        """Ask the timer to retire idle surplus workers soon (``self._lock`` held).
+
+        :returns: ``False`` if there is no timer (the supervisor stops).
+        """
+        try:
+            self.supervisor.timer.call_later(IDLE_GRACE, self._retire)
+        except Exception:  # SupervisorStoppedError, or a timer that stopped
+            return False
+        self._retire_pending = True
+        return True
+
+    def _retire(self) -> None:
+        """Timer thread: one exit sentinel for each idle worker beyond the pool size."""
+        with self._lock:
+            self._retire_pending = False
+            surplus = len(self._threads) - self._keep()
+            with self._idle_lock:
+                # Claimed like start() claims an idle worker: one queue item each.
+                count = max(0, min(self._idle, surplus))
+                self._idle -= count
+        for _ in range(count):
+            self._queue.put(None)
 
     def _arm(self, task: Task) -> None:
         assert task.timeout is not None

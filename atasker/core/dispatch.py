@@ -427,7 +427,11 @@ class Dispatcher:
             interrupted = None
             if task.callback is not None:
                 try:
-                    task.callback(result)
+                    if task.context is not None:
+                        # In the submitter's context, as the function ran.
+                        task.context.run(task.callback, result)
+                    else:
+                        task.callback(result)
                 except BaseException as exc:  # even SystemExit: the handle must still resolve
                     self.internal_error(exc, f"callback of task {task.id} ({task.name})")
                     if isinstance(exc, KeyboardInterrupt):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["SupervisorInfo"]
@@ -17,6 +17,17 @@ class SupervisorInfo(dict[str, Any]):
     original atasker's (``thread_tasks_count``, ``mp_tasks_count``,
     ``aloops``, ...).
     """
+
+    @classmethod
+    def collect(cls, name: str, counts: dict[str, Any], active: bool, extensions: Iterable[Any]) -> SupervisorInfo:
+        """The snapshot of supervisor *name*: its dispatcher's *counts*, then
+        what every extension with an ``add_info(info)`` method adds."""
+        info = cls(name=name, **counts, active=active)
+        for ext in list(extensions):
+            add_info = getattr(ext, "add_info", None)
+            if add_info is not None:
+                add_info(info)
+        return info
 
     def add_lazy(self, name: str, make: Callable[[], Any]) -> None:
         """Add attribute *name*, computed by ``make()`` on first access.

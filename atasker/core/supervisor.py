@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor as FuturesExecutor
+from contextvars import copy_context
 from typing import Any
 
 from atasker.core.dispatch import Dispatcher, Slot
@@ -357,6 +358,9 @@ class TaskSupervisor:
         :raises InvalidPriorityError: bad priority.
         :raises UnknownTaskTypeError: no plugin provides *tt*.
         :raises SupervisorStoppedError: the supervisor is stopping or stopped.
+
+        The task runs in a copy of the caller's :mod:`contextvars` context
+        (thread and coroutine tasks; the callback too, for every task type).
         """
         if not callable(func):
             raise TypeError(f"task function must be callable, got {type(func).__name__}: {func!r}")
@@ -375,7 +379,7 @@ class TaskSupervisor:
         name = spec.name
         if name is None:
             name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
-        task = Task(func, args, kwargs if kwargs is not None else {}, spec, name, self)
+        task = Task(func, args, kwargs if kwargs is not None else {}, spec, name, self, copy_context())
         if dispatch.call_wrappers:
             dispatch.wrap_call(task)
         slot.executor.validate(task)
@@ -434,14 +438,10 @@ class TaskSupervisor:
         resize_slot(self, tt, pool_size, reserve_normal, reserve_high)
 
     def pool_config(self, tt: str) -> dict[str, int]:
-        """The pool sizes set for task type *tt*, and only those.
-
-        What :meth:`set_pool` (or, for ``"thread"``, the constructor) set:
-        a sizes key the user never set is absent, so an executor can tell a
-        user's choice from its task type's default (``atasker-dask`` follows
-        the cluster with the sizes that are absent).  A copy; it survives
-        ``stop()`` and ``start()`` like the sizes themselves.
-        """
+        """The pool sizes :meth:`set_pool` (or the constructor, for ``"thread"``)
+        set for *tt*, and only those: an executor tells a user's choice from
+        its default by the absent keys (``atasker-dask`` follows the cluster
+        for those).  A copy; it survives ``stop()`` and ``start()``."""
         with self._config_lock:
             return dict(self._pool_config.get(tt, {}))
 
@@ -463,12 +463,7 @@ class TaskSupervisor:
         ``add_info(info)`` method adds attributes (see :class:`SupervisorInfo`).
         The original's arguments (``tt=``, ``aloops=``, ...) are ignored.
         """
-        info = SupervisorInfo(name=self.name, **self._dispatch.info(), active=self.is_active())
-        for ext in list(self._extensions.values()):
-            add_info = getattr(ext, "add_info", None)
-            if add_info is not None:
-                add_info(info)
-        return info
+        return SupervisorInfo.collect(self.name, self._dispatch.info(), self.is_active(), self._extensions.values())
 
     @property
     def status_store(self) -> StatusStore | None:
@@ -549,6 +544,10 @@ class TaskSupervisor:
     ) -> None:
         """:meth:`set_pool` for coroutine tasks; see ``Aloops.set_coroutine_pool``."""
         self.extension("aloops", "set_coroutine_pool()").set_coroutine_pool(pool_size, reserve_normal, reserve_high)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> Any:
+        """``fn`` over the items as a few chunk tasks, results in order; see ``atasker.extras.batch.Batches.map``."""
+        return self.extension("map", "map()").map(fn, *iterables, **options)
 
     def get_workers(self) -> list[Any]:
         """Workers started on this supervisor and still active (plugin ``atasker.extras.workers``)."""

@@ -19,13 +19,16 @@ bare ``Future``: a queued task costs one object, not three.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import math
 import threading
 from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Future
+from concurrent.futures._base import PENDING
 from typing import TYPE_CHECKING, Any, Protocol
 
+from atasker.core.condition import HandleCondition
 from atasker.errors import InvalidPriorityError
 
 if TYPE_CHECKING:
@@ -378,10 +381,19 @@ class Task(Future[Any]):
     executor that runs the task (a process slot, a remote key, ...).
     """
 
+    # Future's own attributes are slots too (it sets them in a __dict__
+    # otherwise): with them, a handle has no __dict__ at all.
     __slots__ = (
+        "_condition",
+        "_done_callbacks",
+        "_exception",
+        "_result",
+        "_state",
+        "_waiters",
         "args",
         "band",
         "callback",
+        "context",
         "delay",
         "error",
         "executor_data",
@@ -412,8 +424,15 @@ class Task(Future[Any]):
         spec: TaskSpec,
         name: str,
         supervisor: SupervisorAPI,
+        context: contextvars.Context | None = None,
     ) -> None:
-        super().__init__()
+        # What Future.__init__ sets, with the small condition (see HandleCondition).
+        self._condition = HandleCondition()  # type: ignore[assignment]  # what Future uses of a Condition
+        self._state = PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[Any]], object]] = []
         self.id: int = next(_task_ids)
         self.name = name
         self.func = func
@@ -429,6 +448,10 @@ class Task(Future[Any]):
         #: Task-type specific options (e.g. ``loop`` for coroutine tasks).
         self.options: dict[str, Any] = spec.options
         self.supervisor = supervisor
+        #: The submitter's :mod:`contextvars` context (a copy), in which
+        #: :meth:`run` calls the function and the callback runs; ``None``
+        #: for a task made without one.
+        self.context = context
         self.time_queued: float | None = None
         self.time_started: float | None = None
         self.time_finished: float | None = None
@@ -470,12 +493,16 @@ class Task(Future[Any]):
         ``task.func(*task.args, **task.kwargs)`` lets the supervisor know
         this thread runs this task, so that a ``stop()`` called from the
         task (or from its callback, reported on this thread) does not wait
-        for the task itself.
+        for the task itself.  The function runs in :attr:`context`, the
+        copy of the submitter's :mod:`contextvars` context (as
+        :func:`asyncio.to_thread` does).
         """
         state = thread_state
         outer = state.running
         state.running = state.ran = self
         try:
+            if self.context is not None:
+                return self.context.run(self.func, *self.args, **self.kwargs)
             return self.func(*self.args, **self.kwargs)
         finally:
             state.running = outer
@@ -485,7 +512,7 @@ class Task(Future[Any]):
         # callback would escape set_result() and kill the thread reporting
         # the task -- a pool thread, the timer, a manager or loop thread.
         interrupted = None
-        for callback in self._done_callbacks:  # type: ignore[attr-defined]  # CPython's Future has it
+        for callback in self._done_callbacks:
             try:
                 callback(self)
             except BaseException as exc:

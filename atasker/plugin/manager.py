@@ -64,6 +64,7 @@ BUILTIN_PLUGINS = (
     "atasker.builtin.trace",
     "atasker.extras.workers",
     "atasker.extras.futures",
+    "atasker.extras.batch",
     "atasker.tools.liveview",
     "atasker.builtin.compat",
 )
@@ -79,6 +80,7 @@ EXTENSION_PROVIDERS = {
     "async_jobs": "atasker.builtin.coroutine",
     "compat": "atasker.builtin.compat",
     "futures": "atasker.extras.futures",
+    "map": "atasker.extras.batch",
 }
 
 

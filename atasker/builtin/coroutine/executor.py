@@ -11,7 +11,8 @@ on aloops or on any running asyncio loop.
                           ▼                              │
                    Feeder.push ── one wake-up ─▶ Feeder.drain (loop thread)
 
-    _start_in_loop: coro = f(*args, **kwargs); loop.create_task(coro)
+    _start_in_loop: coro = f(*args, **kwargs); loop.create_task(coro), both in
+                    the submitter's contextvars context (task.context)
     asyncio task done ─▶ _Run.done ─▶ supervisor.task_done(result | exception
                                                            | cancelled)
 
@@ -142,12 +143,23 @@ class CoroutineExecutor(BaseExecutor):
             self.finish(run, cancelled=True)
             return
         loop = run.feeder.loop
+        # The submitter's context (a copy): the function is called and its
+        # asyncio task created in it, so the coroutine runs in a copy of it
+        # (asyncio.create_task copies the current context).
+        ctx = task.context
         try:
-            aw = task.func(*task.args, **task.kwargs)
+            aw = task.func(*task.args, **task.kwargs) if ctx is None else ctx.run(task.func, *task.args, **task.kwargs)
             if type(aw) is CoroutineType or asyncio.iscoroutine(aw):
-                atask: asyncio.Future[Any] = loop.create_task(aw, name=f"{task.name} (task {task.id})")
+                name = f"{task.name} (task {task.id})"
+                atask: asyncio.Future[Any] = (
+                    loop.create_task(aw, name=name) if ctx is None else ctx.run(loop.create_task, aw, name=name)
+                )
             elif inspect.isawaitable(aw):
-                atask = asyncio.ensure_future(aw, loop=loop)
+                atask = (
+                    asyncio.ensure_future(aw, loop=loop)
+                    if ctx is None
+                    else ctx.run(asyncio.ensure_future, aw, loop=loop)
+                )
             else:
                 raise TypeError(
                     f"coroutine task {task.name!r} returned {type(aw).__name__}, not an awaitable; "
