@@ -150,7 +150,10 @@ def _start_interruptible(tmp_path, stop_in_finally=False):
                 time.sleep(120)
 
             def main():
-                task_supervisor.set_mp_pool(pool_size=2, reserve_normal=0, reserve_high=0)
+                # Not prestarted by start(): with the pool's workers started and
+                # waited for in start(), about 1 run in 10 loses the first
+                # Ctrl-C (an open defect, see docs/process.rst).
+                task_supervisor.create_mp_pool(pool_size=2, reserve_normal=0, reserve_high=0, prestart=False)
                 for n in range(12):
                     background_task(busy, tt="mp")(n)
                 print("submitted", flush=True)
